@@ -1,0 +1,52 @@
+"""`steerlab extract`: make an intervention with any registered method and save it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs; values parse as JSON when they can (numbers, lists, bools), else strings."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    return options
+
+
+def _run(args: argparse.Namespace) -> int:
+    from steerlab.methods import extract, get_method
+    from steerlab.models import load_model
+
+    get_method(args.method)  # fail fast on an unknown name, before loading a model
+    options = parse_options(args.set or [])
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    intervention = extract(model, tokenizer, args.behavior, args.method, seed=args.seed, config=options)
+    path = intervention.save(args.output)
+    print(f"saved {intervention!r} to {path}", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "extract", help="make an intervention (any method family)", parents=[common],
+        description="Make an intervention for a behaviour with a registered method and save it as a directory.",
+    )
+    parser.add_argument("-m", "--model", default="smollm2-135m", help="model spec (default: smollm2-135m)")
+    parser.add_argument("-b", "--behavior", required=True, help="behaviour name or behaviour file")
+    parser.add_argument("--method", required=True, help="method name (see `steerlab methods`)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option, repeatable")
+    parser.add_argument("--device", default=None, help="force a device (cpu, cuda, mps)")
+    parser.add_argument("--dtype", default=None, help="force a dtype (float32, bfloat16, float16)")
+    parser.add_argument("-o", "--output", required=True, help="intervention directory to write")
+    parser.set_defaults(run=_run)

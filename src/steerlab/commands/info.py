@@ -1,0 +1,50 @@
+"""`steerlab models | behaviors | methods | evals`: list what is built in, one per line."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def _models(_args: argparse.Namespace) -> int:
+    from steerlab.models import BUILTIN_MODELS, describe_spec
+
+    for alias, builtin in BUILTIN_MODELS.items():
+        print(f"{alias}\t{builtin.description}\t-> {describe_spec(alias)}")
+    print("(also accepted: a hub id like org/name, a local model directory, or a .gguf file path)")
+    return 0
+
+
+def _methods(_args: argparse.Namespace) -> int:
+    from steerlab.methods import list_methods
+
+    for spec in sorted(list_methods(), key=lambda s: (s.family, s.name)):
+        print(f"{spec.name}\t{spec.family}\t{spec.description}")
+    return 0
+
+
+def _behaviors(_args: argparse.Namespace) -> int:
+    from steerlab.behaviors import list_behaviors
+
+    for behavior in list_behaviors():
+        print(f"{behavior.name}\t{behavior.positive_label} vs {behavior.negative_label}\t{behavior.description}")
+    return 0
+
+
+def _evals(_args: argparse.Namespace) -> int:
+    from steerlab.evals import list_evals
+
+    for spec in list_evals():
+        print(f"{spec.name}\t{spec.description}")
+    return 0
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    for name, run, text in (
+        ("models", _models, "list built-in model aliases and where each resolves"),
+        ("methods", _methods, "list registered steering methods"),
+        ("behaviors", _behaviors, "list built-in behaviours"),
+        ("evals", _evals, "list built-in eval suites"),
+    ):
+        parser = subparsers.add_parser(name, help=text, description=text, parents=[common])
+        parser.set_defaults(run=run)

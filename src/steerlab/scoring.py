@@ -1,0 +1,320 @@
+"""Batched forward passes: next-token choice log-probs, generation, teacher-forced token KL.
+
+Prompts are already-formatted strings (see :mod:`steerlab.chat`). Batches are bucketed by length
+(left padding, explicit position ids), the LM head runs on the last position only, and results come
+back in input order. Scoring knows nothing about what the scores mean or about interventions: a
+caller that wants a steered score wraps the call in ``intervention.apply(model, c)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from steerlab.models import model_device
+from steerlab.positions import positions
+
+ChoiceSpec = Sequence[str] | dict[str, Sequence[str]]
+
+CHOICE_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "yes_no": {"Yes": ("Yes",), "No": ("No",)},
+    "ab": {"A": ("A",), "B": ("B",)},
+    "true_false": {"true": ("true", "1"), "false": ("false", "0")},
+    "digits_12": {"1": ("1",), "2": ("2",)},
+}
+"""Named choice groups; a group's log-prob is the logsumexp over every token of every listed word."""
+
+
+class ChoiceTokenError(ValueError):
+    """A choice word that no vocabulary token decodes to."""
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+
+def _vocab_index(tokenizer: Any) -> dict[str, list[int]]:
+    """Map normalised decoded text (stripped, lower-cased) -> token ids; built once per tokenizer."""
+    cached = getattr(tokenizer, "_steerlab_vocab_index", None)
+    if cached is not None:
+        return cached
+    size = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(size)])
+    index: dict[str, list[int]] = {}
+    for token_id, text in enumerate(texts):
+        index.setdefault(text.strip().lower(), []).append(token_id)
+    tokenizer._steerlab_vocab_index = index
+    return index
+
+
+def choice_token_ids(tokenizer: Any, word: str) -> list[int]:
+    """Every token id that decodes to `word` modulo leading/trailing whitespace and case."""
+    ids = _vocab_index(tokenizer).get(word.strip().lower(), [])
+    if not ids:
+        name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+        raise ChoiceTokenError(f"choice word {word!r} matches no single token of tokenizer {name!r}")
+    return ids
+
+
+def resolve_choices(tokenizer: Any, choices: ChoiceSpec | str) -> tuple[list[str], list[list[int]]]:
+    """Normalise a choice spec (a CHOICE_GROUPS name, a word list, or name -> words) to names and id lists."""
+    if isinstance(choices, str):
+        if choices not in CHOICE_GROUPS:
+            raise ValueError(f"unknown choice group {choices!r}; known: {sorted(CHOICE_GROUPS)}")
+        choices = CHOICE_GROUPS[choices]
+    groups = {word: (word,) for word in choices} if not isinstance(choices, dict) else dict(choices)
+    if len(groups) < 2:
+        raise ValueError(f"need at least two choice groups, got {list(groups)}")
+    names, id_lists = [], []
+    for name, words in groups.items():
+        ids = sorted({i for word in words for i in choice_token_ids(tokenizer, word)})
+        names.append(name)
+        id_lists.append(ids)
+    for a in range(len(id_lists)):
+        for b in range(a + 1, len(id_lists)):
+            if set(id_lists[a]) & set(id_lists[b]):
+                raise ValueError(f"choice groups {names[a]!r} and {names[b]!r} share tokens")
+    return names, id_lists
+
+
+def encode(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of already-formatted prompts, with a BOS token where the tokenizer expects one."""
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    probe = tokenizer("x", add_special_tokens=True)["input_ids"]
+    wants_bos = bos is not None and len(probe) > 0 and probe[0] == bos
+    if wants_bos:
+        encoded = [ids if ids[:1] == [bos] else [bos, *ids] for ids in encoded]
+    return [list(ids) for ids in encoded]
+
+
+def length_buckets(lengths: Sequence[int], max_batch: int, max_tokens: int) -> list[list[int]]:
+    """Group indices by sorted length so that each batch has at most max_batch rows and
+    max_tokens padded tokens; returns lists of original indices."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[index]
+        if current and (len(current) + 1 > max_batch or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_left(batch: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        if ids:
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids) :] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def _accepts(model: nn.Module, argument: str) -> bool:
+    cache = model.__dict__.setdefault("_steerlab_forward_args", {})
+    if argument not in cache:
+        cache[argument] = argument in inspect.signature(model.forward).parameters
+    return cache[argument]
+
+
+def forward_logits(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_only: bool = False
+) -> torch.Tensor:
+    """Logits [batch, seq or 1, vocab] of a left-padded batch, with position ids that skip padding."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if _accepts(model, "position_ids"):
+        kwargs["position_ids"] = position_ids
+    if last_only and _accepts(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = 1
+    logits = model(**kwargs).logits
+    return logits[:, -1:, :] if last_only else logits
+
+
+# ---------------------------------------------------------------------------------------------- choices
+
+
+@dataclass
+class ChoiceScores:
+    """Per-row log-probabilities of each choice group at the next token, in input order."""
+
+    names: list[str]
+    logprobs: np.ndarray  # [rows, groups], natural log
+
+    @property
+    def pmass(self) -> np.ndarray:
+        """Total probability on all groups (low mass = the model wanted to say something else)."""
+        return np.exp(np.logaddexp.reduce(self.logprobs, axis=1))
+
+    @property
+    def logratio(self) -> np.ndarray:
+        """log P(first group) - log P(second group)."""
+        return self.logprobs[:, 0] - self.logprobs[:, 1]
+
+    def group(self, name: str) -> np.ndarray:
+        return self.logprobs[:, self.names.index(name)]
+
+
+def score_choices(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    choices: ChoiceSpec | str = "yes_no",
+    *,
+    max_batch: int = 64,
+    max_batch_tokens: int = 8192,
+    progress: Callable[[int], None] | None = None,
+) -> ChoiceScores:
+    """Next-token log P(group) = logsumexp over the group's tokens, for each prompt.
+
+    `progress`, if given, is called with the number of rows finished after each batch.
+    """
+    names, id_lists = resolve_choices(tokenizer, choices)
+    encoded = encode(tokenizer, prompts)
+    device = model_device(model)
+    group_ids = [torch.tensor(ids, device=device) for ids in id_lists]
+    out = np.empty((len(encoded), len(names)), dtype=np.float64)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with torch.inference_mode():
+        for batch in length_buckets([len(e) for e in encoded], max_batch, max_batch_tokens):
+            input_ids, mask = pad_left([encoded[i] for i in batch], pad, device)
+            logits = forward_logits(model, input_ids, mask, last_only=True)[:, -1, :].float()
+            log_z = torch.logsumexp(logits, dim=-1)
+            groups = torch.stack([torch.logsumexp(logits[:, ids], dim=-1) for ids in group_ids], dim=1)
+            out[batch] = (groups - log_z[:, None]).cpu().double().numpy()
+            if progress is not None:
+                progress(len(batch))
+    return ChoiceScores(names=names, logprobs=out)
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+def generate_ids(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    max_batch: int = 16,
+    stop_at_eos: bool = True,
+) -> list[list[int]]:
+    """New token ids per prompt (greedy or sampled), in input order; trimmed after EOS when asked."""
+    encoded = encode(tokenizer, prompts)
+    device = model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eos = tokenizer.eos_token_id
+    results: list[list[int]] = [[] for _ in encoded]
+    generator_seed = seed
+    settings: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad}
+    if do_sample:
+        settings |= {"temperature": temperature, "top_p": top_p, "top_k": 0}
+    else:
+        settings |= {"temperature": None, "top_p": None, "top_k": None}
+    if not stop_at_eos:
+        settings["eos_token_id"] = None
+        settings["min_new_tokens"] = max_new_tokens
+    with torch.inference_mode(), positions(generating=True):
+        for batch_number, batch in enumerate(length_buckets([len(e) for e in encoded], max_batch, 1 << 30)):
+            input_ids, mask = pad_left([encoded[i] for i in batch], pad, device)
+            torch.manual_seed(generator_seed + batch_number)
+            output = model.generate(input_ids=input_ids, attention_mask=mask, **settings)
+            new = output[:, input_ids.shape[1] :].tolist()
+            for row, index in enumerate(batch):
+                ids = new[row]
+                if stop_at_eos and eos is not None and eos in ids:
+                    ids = ids[: ids.index(eos)]
+                while ids and ids[-1] == pad and stop_at_eos:
+                    ids = ids[:-1]
+                results[index] = ids
+    return results
+
+
+def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], **kwargs: Any) -> list[str]:
+    """Generated text per prompt (see :func:`generate_ids` for the options)."""
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in generate_ids(model, tokenizer, prompts, **kwargs)]
+
+
+# ---------------------------------------------------------------------------------------------- KL
+
+
+def token_kl(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    continuations: Sequence[Sequence[int]],
+    steer: Callable[[], contextlib.AbstractContextManager[Any]],
+    *,
+    max_batch: int = 16,
+    base_prompts: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Per-token KL(steered || base) over teacher-forced continuations, one array per prompt.
+
+    The steered pass runs inside ``steer()``; positions of the continuation are marked generated so
+    that position-restricted activation interventions act there. `base_prompts` lets a prompt
+    intervention compare its rewritten prompt with the unmodified one (same continuation).
+    """
+    steered_ids = encode(tokenizer, prompts)
+    base_ids = encode(tokenizer, base_prompts) if base_prompts is not None else steered_ids
+    device = model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    results: list[np.ndarray] = [np.zeros(0) for _ in prompts]
+    lengths = [len(p) + len(c) for p, c in zip(steered_ids, continuations, strict=True)]
+    with torch.inference_mode():
+        for batch in length_buckets(lengths, max_batch, 1 << 30):
+            steered_lp = _continuation_logprobs(model, [steered_ids[i] for i in batch], [continuations[i] for i in batch], pad, device, steer)
+            base_lp = _continuation_logprobs(model, [base_ids[i] for i in batch], [continuations[i] for i in batch], pad, device, contextlib.nullcontext)
+            for row, index in enumerate(batch):
+                n = len(continuations[index])
+                s, b = steered_lp[row][:n], base_lp[row][:n]
+                results[index] = (s.exp() * (s - b)).sum(-1).clamp(min=0).cpu().double().numpy()
+    return results
+
+
+def _continuation_logprobs(
+    model: nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    pad: int,
+    device: torch.device,
+    context: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> list[torch.Tensor]:
+    """Log-softmax rows [n_cont, vocab] at the positions that predict each continuation token."""
+    full = [list(p) + list(c) for p, c in zip(prompt_ids, continuations, strict=True)]
+    input_ids, mask = pad_left(full, pad, device)
+    width = input_ids.shape[1]
+    generated = torch.zeros_like(mask, dtype=torch.bool)
+    for row, cont in enumerate(continuations):
+        if cont:
+            generated[row, width - len(cont) :] = True
+    with context(), positions(generated_mask=generated):
+        logits = forward_logits(model, input_ids, mask)
+    out = []
+    for row, cont in enumerate(continuations):
+        n = len(cont)
+        rows = logits[row, width - n - 1 : width - 1, :].float() if n else logits[row, :0, :].float()
+        out.append(F.log_softmax(rows, dim=-1))
+    return out
+
+
+@contextlib.contextmanager
+def no_steer() -> Iterator[None]:
+    yield
