@@ -108,13 +108,14 @@ class Behavior:
 
     def data_hash(self) -> str:
         """Stable sha256 (12 hex chars) of all content, recorded with interventions made from it."""
+        eng = self.engineered
         content = {
             "name": self.name,
             "description": self.description,
             "positive_label": self.positive_label,
             "negative_label": self.negative_label,
             "persona_pairs": [[p.positive, p.negative] for p in self.persona_pairs],
-            "engineered": None if self.engineered is None else [self.engineered.positive, self.engineered.negative],
+            "engineered": None if eng is None else [eng.positive, eng.negative],
             "questions": list(self.questions),
             "suffixes": list(self.suffixes),
             "dialogues": [list(d) for d in self.dialogues],
@@ -183,6 +184,7 @@ def shared_dialogues() -> tuple[tuple[str, str], ...]:
 # Loading
 
 
+_EXTENSIONS = (".toml", ".json", ".yaml", ".yml")
 _REQUIRED = ("name", "description", "positive_label", "negative_label", "persona_pairs")
 _OPTIONAL = ("engineered", "questions", "suffixes", "dialogues", "eval_axis")
 
@@ -237,7 +239,9 @@ def _pair(path: Path, fld: str, value: Any) -> PersonaPair:
     for key in ("positive", "negative"):
         if key not in value:
             raise _fail(path, f"{fld}.{key}", "is missing")
-    return PersonaPair(_str(path, f"{fld}.positive", value["positive"]), _str(path, f"{fld}.negative", value["negative"]))
+    return PersonaPair(
+        _str(path, f"{fld}.positive", value["positive"]), _str(path, f"{fld}.negative", value["negative"])
+    )
 
 
 def _str_list(path: Path, fld: str, value: Any) -> tuple[str, ...]:
@@ -323,7 +327,7 @@ def get_behavior(name_or_path: str | Path | Behavior) -> Behavior:
     """A built-in behaviour by name, a behaviour file by path, or a `Behavior` passed through."""
     if isinstance(name_or_path, Behavior):
         return name_or_path
-    if isinstance(name_or_path, Path) or Path(name_or_path).suffix.lower() in (".toml", ".json", ".yaml", ".yml"):
+    if isinstance(name_or_path, Path) or Path(name_or_path).suffix.lower() in _EXTENSIONS:
         return load_behavior_file(name_or_path)
     for p in _builtin_files():
         if p.stem == name_or_path:

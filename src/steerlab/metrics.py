@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -121,7 +122,7 @@ def _arm_rates(y0: FloatArray, y_arm: FloatArray, toward_positive: bool) -> tupl
 def _penalty(*pmass: FloatArray) -> FloatArray:
     """min over arms of the mean answer mass, squared, times 100 (so SI reads as percentage points)."""
     means = [np.mean(np.asarray(p, dtype=float), axis=-1) for p in pmass]
-    return np.minimum.reduce(means) ** 2 * 100.0 if len(means) > 1 else means[0] ** 2 * 100.0
+    return np.minimum.reduce(means) ** 2 * 100.0
 
 
 def _as_result(x: FloatArray) -> Any:
@@ -316,7 +317,9 @@ def bootstrap_ci(
         boots = np.concatenate(parts)
     else:
         boots = np.array([float(stat_fn(*[a[i] for a in arrs])) for i in idx])
-    low, high = np.nanquantile(boots, [alpha / 2, 1 - alpha / 2]) if np.isfinite(boots).any() else (np.nan,) * 2
+    low, high = (
+        np.nanquantile(boots, [alpha / 2, 1 - alpha / 2]) if np.isfinite(boots).any() else (np.nan,) * 2
+    )
     return point, float(low), float(high)
 
 
@@ -384,9 +387,7 @@ def pivot_by_coeff(table: pd.DataFrame, value: str = "y") -> pd.DataFrame:
     if dup.any():
         pairs = keys[dup].drop_duplicates()
         examples = [(r, c) for r, c in pairs.itertuples(index=False)][:5]
-        raise DuplicateRowError(
-            f"{len(pairs)} (row_id, coeff) pairs occur more than once; first: {examples}"
-        )
+        raise DuplicateRowError(f"{len(pairs)} (row_id, coeff) pairs occur more than once; first: {examples}")
     counts = keys.assign(n=1).pivot(index="row_id", columns="coeff", values="n")
     if counts.isna().any().any():
         parts = []
@@ -477,7 +478,14 @@ def summarise(
     def add(metric: str, coeff: float, fn: Callable[..., Any], *arrays: Any) -> None:
         point, low, high = bootstrap_ci(fn, *arrays, n_boot=n_boot, seed=seed, alpha=alpha)
         rows.append(
-            {"metric": metric, "coeff": coeff, "value": point, "ci_low": low, "ci_high": high, "n_rows": n_rows}
+            {
+                "metric": metric,
+                "coeff": coeff,
+                "value": point,
+                "ci_low": low,
+                "ci_high": high,
+                "n_rows": n_rows,
+            }
         )
 
     col = {v: {c: wide[v][c].to_numpy(dtype=float) for c in coeffs} for v in wide}
@@ -485,7 +493,7 @@ def summarise(
         add("mean_y", c, _mean_last, col["y"][c])
         add("mean_logratio", c, _mean_last, col["logratio"][c])
         add("mean_pmass", c, _mean_last, col["pmass"][c])
-        add("frac_low_pmass", c, lambda p: _frac_low(p, low_pmass_threshold), col["pmass"][c])
+        add("frac_low_pmass", c, partial(_frac_low, threshold=low_pmass_threshold), col["pmass"][c])
     for c in coeffs:
         if c != c0:
             add("delta_y", c, _delta_last, col["y"][c], col["y"][c0])
@@ -499,11 +507,11 @@ def summarise(
             add(name, cp, fn, y0, col["y"][cn])
     for k in k_values:
         tag = f"k{k:g}"
-        add(f"si_single_{tag}", cp, lambda a, b, p, k=k: si_single(a, b, p, k=k), y0, yp, pp)
+        add(f"si_single_{tag}", cp, partial(si_single, k=k), y0, yp, pp)
         if cn is not None:
             ym, pm = col["y"][cn], col["pmass"][cn]
-            add(f"si_{tag}", cp, lambda *x, k=k: si_bidirectional(*x, k=k), y0, yp, ym, pp, pm)
-            add(f"si_best_{tag}", cp, lambda *x, k=k: si_best(*x, k=k), y0, yp, ym, pp, pm)
+            add(f"si_{tag}", cp, partial(si_bidirectional, k=k), y0, yp, ym, pp, pm)
+            add(f"si_best_{tag}", cp, partial(si_best, k=k), y0, yp, ym, pp, pm)
     return rows
 
 
@@ -550,7 +558,9 @@ def foundation_delta_logit(
     t["logit"] = logit_clip(t["wrongness"].to_numpy(), eps=eps)
     wide = pivot_by_coeff(t, value="logit")
     if not any(c == 0.0 for c in wide.columns):
-        raise ValueError(f"tiny-mfv table has no coeff 0 to pair against (coefficients: {list(wide.columns)})")
+        raise ValueError(
+            f"tiny-mfv table has no coeff 0 to pair against (coefficients: {list(wide.columns)})"
+        )
     found = t.drop_duplicates("row_id").set_index("row_id")["foundation"]
     out = []
     for foundation in sorted(found.unique()):
