@@ -1,0 +1,213 @@
+"""`steerlab eval`: score an intervention on an eval suite at several coefficients.
+
+Writes ``OUT/rows.parquet`` (the per-row table) and ``OUT/summary.json`` (metrics with bootstrap CIs plus
+metadata), replacing a previous result atomically, and prints a compact table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from steerlab.commands.extract import parse_options
+
+ROWS_FILE = "rows.parquet"
+SUMMARY_FILE = "summary.json"
+# argparse would read "-1,0,1" as an option; treat comma lists of numbers as values.
+_NEGATIVE_VALUES = re.compile(r"^-\d*\.?\d+([eE][-+]?\d+)?(,\s*-?\d*\.?\d+([eE][-+]?\d+)?)*$")
+
+
+def parse_coeffs(text: str) -> list[float]:
+    """``"-1,0,1"`` -> ``[-1.0, 0.0, 1.0]``; a bad item is an error naming it."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item.strip())
+        except ValueError:
+            raise ValueError(f"--coeffs: {item.strip()!r} is not a number (expected e.g. -1,0,1)") from None
+        if not math.isfinite(value):
+            raise ValueError(f"--coeffs: {item.strip()!r} is not a finite number")
+        values.append(value)
+    return values
+
+
+def check_intervention_spec(spec: str) -> tuple[str, Any]:
+    """Validate ``-i`` before loading a model: ("dir", path) or ("method", (method, behavior))."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return "dir", path
+    if ":" in spec and not path.exists():
+        from steerlab.behaviors import get_behavior
+        from steerlab.methods import get_method
+
+        method, behavior = spec.split(":", 1)
+        get_method(method)  # unknown method: lists the registered ones
+        get_behavior(behavior)  # unknown behaviour: lists the built-in ones
+        return "method", (method, behavior)
+    raise ValueError(
+        f"-i/--intervention {spec!r} is neither an intervention directory nor METHOD:BEHAVIOR "
+        "(e.g. prompt-simple:honesty)"
+    )
+
+
+def build_intervention(kind: str, value: Any, model: Any, tok: Any, seed: int = 0) -> Any:
+    from steerlab.interventions import load_intervention
+    from steerlab.methods import extract
+
+    if kind == "dir":
+        return load_intervention(value, model=model)
+    method, behavior = value
+    return extract(model, tok, behavior, method, seed=seed)
+
+
+def write_results(out: Path, table: Any, summary: dict[str, Any]) -> Path:
+    """Write rows.parquet + summary.json into a temporary folder, then swap it into place."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        rows = table.copy()
+        rows.attrs = {}
+        rows.to_parquet(tmp / ROWS_FILE, index=False)
+        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple, Path)):
+        return list(value) if not isinstance(value, Path) else str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in summary.json")
+
+
+def _cell(row: dict[str, Any]) -> str:
+    return f"{row['value']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+
+
+def compact_table(summary: dict[str, Any]) -> str:
+    """Metric x coefficient grid of ``value [ci_low, ci_high]``, then suite extras (foundations)."""
+    import pandas as pd
+
+    metrics = pd.DataFrame(summary["metrics"])
+    grid = metrics.assign(cell=[_cell(r) for r in summary["metrics"]]).pivot_table(
+        index="metric", columns="coeff", values="cell", aggfunc="first", sort=False
+    )
+    grid.columns = [f"c={c:g}" for c in grid.columns]
+    lines = [grid.fillna("").to_string()]
+    if summary.get("foundations"):
+        found = pd.DataFrame(summary["foundations"])
+        lines += [
+            "",
+            "per-foundation delta logit(wrongness) vs c=0:",
+            found.to_string(index=False, float_format="%+.3f"),
+        ]
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from steerlab import __version__
+    from steerlab.evals import evaluate, get_eval, summarise_eval
+    from steerlab.models import load_model, model_info
+
+    spec = get_eval(args.eval)
+    coeffs = parse_coeffs(args.coeffs)
+    if 0.0 not in coeffs:
+        coeffs = sorted([*coeffs, 0.0])
+        print(
+            f"steerlab eval: added c=0 (the unsteered baseline every delta is taken against): {coeffs}",
+            file=sys.stderr,
+        )
+    kind, value = check_intervention_spec(args.intervention)
+    options = parse_options(args.set or [])
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    intervention = build_intervention(kind, value, model, tok, seed=args.seed)
+    table = evaluate(
+        model,
+        tok,
+        intervention,
+        spec.name,
+        coeffs,
+        behavior=args.behavior,
+        progress=not args.quiet,
+        max_batch=args.max_batch,
+        **options,
+    )
+    summary = summarise_eval(table, n_boot=args.n_boot, seed=args.seed)
+    document = {
+        "eval": spec.name,
+        "model": model_info(model).as_dict(),
+        "intervention": {"spec": args.intervention, "kind": intervention.kind, "meta": intervention.meta},
+        "coeffs": coeffs,
+        "n_rows": int(table["row_id"].nunique()),
+        "config": table.attrs.get("config", {}),
+        "sign": table.attrs.get("sign", {}),
+        "n_boot": args.n_boot,
+        "seed": args.seed,
+        "library_version": __version__,
+        "summary": summary,
+    }
+    out = write_results(Path(args.output), table, document)
+    print(
+        f"{spec.name}: {document['n_rows']} rows x {len(coeffs)} coefficients; "
+        f"y > 0 means {document['sign'].get('y_positive_means', '?')}"
+    )
+    print(compact_table(summary))
+    print(f"wrote {out / ROWS_FILE} and {out / SUMMARY_FILE}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="score an intervention on an eval suite at several coefficients",
+        parents=[common],
+        description="Score an intervention (a directory, or METHOD:BEHAVIOR for a prompt method such as "
+        "prompt-simple:honesty) on an eval suite (see `steerlab evals`) at each coefficient, on identical rows.",
+    )
+    parser._negative_number_matcher = _NEGATIVE_VALUES  # so `--coeffs -1,0,1` parses as a value
+    parser.add_argument("-m", "--model", default="smollm2-135m", help="model spec (default: smollm2-135m)")
+    parser.add_argument(
+        "-i", "--intervention", required=True, help="intervention directory or METHOD:BEHAVIOR"
+    )
+    parser.add_argument("-e", "--eval", required=True, help="eval suite name (see `steerlab evals`)")
+    parser.add_argument("--coeffs", default="-1,0,1", help="comma-separated coefficients (default -1,0,1)")
+    parser.add_argument("-o", "--output", required=True, help="output directory (rows.parquet, summary.json)")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="eval option, repeatable (e.g. n_dilemmas=20)"
+    )
+    parser.add_argument(
+        "-b",
+        "--behavior",
+        default=None,
+        help="behaviour whose eval_axis signs y (default: the intervention's behaviour)",
+    )
+    parser.add_argument(
+        "--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for the bootstrap and METHOD:BEHAVIOR extraction"
+    )
+    parser.add_argument("--max-batch", type=int, default=64, help="prompts per forward pass (default 64)")
+    parser.add_argument("--device", default=None, help="force a device (cpu, cuda, mps)")
+    parser.add_argument("--dtype", default=None, help="force a dtype (float32, bfloat16, float16)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run)

@@ -1,0 +1,209 @@
+"""`off-task`: collateral damage of a steer on things that have nothing to do with the behaviour.
+
+Two parts, both on steerlab's own data:
+- ``kl``: per-token KL(steered || base) over a fixed continuation of neutral prompts
+  (``offtask_eval.json``, disjoint from the calibration prompts). The continuation is generated once,
+  greedily, by the unsteered model, then teacher-forced at every coefficient.
+- ``knowledge``: log-likelihood of short reference answers to general-knowledge questions
+  (``knowledge_qa.jsonl``), teacher-forced under steering.
+
+Native score (for the shared table columns): ``y = -mean KL`` on kl rows and ``y = mean log P per answer
+token`` on knowledge rows, so y drops when the steer damages the model; ``logratio`` is the change of that
+score against c = 0 and ``pmass`` is ``exp(-mean KL)`` / the per-token answer probability. The summary
+reports the mean KL, the mean per-prompt p95 KL and the answer log-likelihood change per coefficient, with bootstrap CIs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from steerlab.chat import ChatPrompt
+from steerlab.evals.common import (
+    FieldSpec,
+    RunContext,
+    Schema,
+    SchemaError,
+    applied_at,
+    chat_strings,
+    load_records,
+    progress_bar,
+    require_rows,
+)
+from steerlab.evals.registry import register_eval
+from steerlab.metrics import bootstrap_ci
+from steerlab.models import model_device
+from steerlab.paths import package_data
+from steerlab.scoring import _continuation_logprobs, encode, generate_ids, length_buckets, token_kl
+
+PROMPTS_FILE = "offtask_eval.json"
+KNOWLEDGE_FILE = "knowledge_qa.jsonl"
+KNOWLEDGE_SCHEMA = Schema(
+    "knowledge QA", {"id": FieldSpec("str"), "question": FieldSpec("str"), "answer": FieldSpec("str")}
+)
+
+
+@dataclass(frozen=True)
+class OffTaskConfig:
+    """``prompts_file``: a JSON list of neutral prompts; ``knowledge_file``: rows {id, question, answer}.
+    ``n_tokens``: length of the base continuation the KL is measured over."""
+
+    prompts_file: str | None = None
+    knowledge_file: str | None = None
+    n_tokens: int = 32
+    max_batch: int = 16
+
+
+def load_prompts(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"off-task: prompts file {str(path)!r} does not exist")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise SchemaError(f"{path}: expected a JSON list of prompt strings")
+    for number, item in enumerate(data, start=1):
+        if not isinstance(item, str) or not item.strip():
+            raise SchemaError(f"{path}: item {number}: expected a non-empty prompt string, got {item!r}")
+    require_rows(data, f"off-task prompts from {path}")
+    return list(data)
+
+
+def answer_logprobs(
+    ctx: RunContext, texts: list[str], answers: list[list[int]], coeff: float, max_batch: int
+) -> list[np.ndarray]:
+    """Per-token log P of each teacher-forced answer after its prompt, at ``coeff``."""
+    prompt_ids = encode(ctx.tok, texts)
+    device = model_device(ctx.model)
+    pad = ctx.tok.pad_token_id if ctx.tok.pad_token_id is not None else 0
+    out: list[np.ndarray] = [np.zeros(0)] * len(texts)
+    lengths = [len(p) + len(a) for p, a in zip(prompt_ids, answers, strict=True)]
+    with torch.inference_mode():
+        for batch in length_buckets(lengths, max_batch, 1 << 30):
+            rows = _continuation_logprobs(
+                ctx.model,
+                [prompt_ids[i] for i in batch],
+                [answers[i] for i in batch],
+                pad,
+                device,
+                lambda coeff=coeff: applied_at(ctx.model, ctx.intervention, coeff),
+            )
+            for logp, index in zip(rows, batch, strict=True):
+                target = torch.tensor(answers[index], device=logp.device)
+                out[index] = logp[torch.arange(len(target)), target].double().cpu().numpy()
+    return out
+
+
+def summarise_off_task(
+    table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, **_: Any
+) -> dict[str, Any]:
+    """Per coefficient: mean per-token KL, the mean over prompts of each prompt's p95 token KL, mean answer
+    log P per token, and its change vs c = 0."""
+    metrics = []
+
+    def add(metric: str, coeff: float, fn: Any, *arrays: np.ndarray) -> None:
+        point, low, high = bootstrap_ci(fn, *arrays, n_boot=n_boot, seed=seed, alpha=alpha)
+        metrics.append(
+            {
+                "metric": metric,
+                "coeff": coeff,
+                "value": point,
+                "ci_low": low,
+                "ci_high": high,
+                "n_rows": len(arrays[0]),
+            }
+        )
+
+    mean = lambda x: np.mean(x, axis=-1)  # noqa: E731
+    kl = table[table["part"] == "kl"]
+    qa = table[table["part"] == "knowledge"].sort_values("row_id")
+    coeffs = sorted(float(c) for c in table["coeff"].unique())
+    base = qa[qa["coeff"] == 0.0]["logp_answer_per_token"].to_numpy() if 0.0 in coeffs else None
+    for coeff in coeffs:
+        k = kl[kl["coeff"] == coeff]
+        q = qa[qa["coeff"] == coeff]["logp_answer_per_token"].to_numpy()
+        add("kl_mean", coeff, mean, k["kl_mean"].to_numpy())
+        add("mean_prompt_kl_p95", coeff, mean, k["kl_p95"].to_numpy())
+        add("logp_answer_per_token", coeff, mean, q)
+        if base is not None and coeff != 0.0:
+            add("delta_logp_answer_per_token", coeff, lambda a, b: np.mean(a - b, axis=-1), q, base)
+    return {"metrics": metrics, "n_rows": int(table["row_id"].nunique())}
+
+
+@register_eval(
+    "off-task",
+    OffTaskConfig,
+    "Collateral damage: per-token KL on neutral prompts and log-likelihood of knowledge answers",
+    native_pole="the model is less damaged (y = -mean KL on kl rows, mean answer log P on knowledge rows)",
+    summarise=summarise_off_task,
+)
+def run_off_task(ctx: RunContext, config: OffTaskConfig) -> pd.DataFrame:
+    if config.n_tokens < 1:
+        raise ValueError(f"off-task: n_tokens must be >= 1, got {config.n_tokens}")
+    neutral = load_prompts(config.prompts_file or package_data(PROMPTS_FILE))
+    knowledge = load_records(config.knowledge_file or str(package_data(KNOWLEDGE_FILE)), KNOWLEDGE_SCHEMA)
+    tok = ctx.tok
+    kl_prompts = [ChatPrompt(p) for p in neutral]
+    qa_prompts = [ChatPrompt(r["question"]) for r in knowledge]
+    base_texts = chat_strings(tok, kl_prompts, None, 0.0)
+    eos = tok.eos_token_id if tok.eos_token_id is not None else 0
+    continuations = [
+        ids or [eos]
+        for ids in generate_ids(
+            ctx.model, tok, base_texts, max_new_tokens=config.n_tokens, max_batch=config.max_batch
+        )
+    ]
+    answers = [tok(" " + r["answer"].strip(), add_special_tokens=False)["input_ids"] for r in knowledge]
+    meta = pd.DataFrame(
+        {
+            "row_id": [f"kl:{i + 1}" for i in range(len(neutral))] + [f"qa:{r['id']}" for r in knowledge],
+            "label": 1,
+            "part": ["kl"] * len(neutral) + ["knowledge"] * len(knowledge),
+            "n_tokens": [len(c) for c in continuations] + [len(a) for a in answers],
+        }
+    )
+    bar = progress_bar(len(meta) * len(ctx.coeffs), ctx.eval_name, ctx.show_progress)
+    raw: dict[float, np.ndarray] = {}
+    columns: dict[float, dict[str, np.ndarray]] = {}
+    try:
+        for coeff in ctx.coeffs:
+            steered = chat_strings(tok, kl_prompts, ctx.intervention, coeff)
+            kl = token_kl(
+                ctx.model,
+                tok,
+                steered,
+                continuations,
+                lambda c=coeff: applied_at(ctx.model, ctx.intervention, c),
+                max_batch=config.max_batch,
+                base_prompts=base_texts,
+            )
+            bar.update(len(kl_prompts))
+            qa = answer_logprobs(
+                ctx, chat_strings(tok, qa_prompts, ctx.intervention, coeff), answers, coeff, config.max_batch
+            )
+            bar.update(len(qa_prompts))
+            kl_mean = np.array([k.mean() for k in kl] + [np.nan] * len(qa))
+            kl_p95 = np.array([np.quantile(k, 0.95) for k in kl] + [np.nan] * len(qa))
+            lp_mean = np.array([np.nan] * len(kl) + [a.mean() for a in qa])
+            lp_sum = np.array([np.nan] * len(kl) + [a.sum() for a in qa])
+            score = np.where(meta["part"] == "kl", -np.nan_to_num(kl_mean), np.nan_to_num(lp_mean))
+            raw[coeff] = score
+            columns[coeff] = {
+                "kl_mean": kl_mean,
+                "kl_p95": kl_p95,
+                "logp_answer": lp_sum,
+                "logp_answer_per_token": lp_mean,
+                "y": score,
+            }
+    finally:
+        bar.close()
+    baseline = raw.get(0.0, raw[ctx.coeffs[0]])
+    for cols in columns.values():
+        cols["logratio"] = cols["y"] - baseline
+        cols["pmass"] = np.exp(cols["y"])
+    return ctx.table(meta, columns)

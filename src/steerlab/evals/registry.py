@@ -1,0 +1,141 @@
+"""The eval registry: every suite is registered by name with its config dataclass and run function.
+
+A suite's run function has the signature ``run(ctx, config)`` (``ctx`` a `steerlab.evals.common.RunContext`:
+model, tokenizer, intervention, coefficients, axis) and returns a tidy per-row table (one row per
+(row_id, coeff)). ``ctx.axis`` holds the behaviour's sign hints for this suite (see `Axis`), resolved by
+the driver so suites never import behaviours themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "Axis",
+    "EvalSpec",
+    "UnknownEvalError",
+    "get_eval",
+    "list_evals",
+    "make_eval_config",
+    "register_eval",
+]
+
+
+class UnknownEvalError(KeyError, ValueError):
+    """No eval suite is registered under this name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Which end of a suite's native score is the behaviour's positive pole.
+
+    ``hints`` is the behaviour's ``eval_axis`` table for this suite (e.g. ``{"sign": -1}`` or
+    ``{"Sanctity": 1, "Care": -1}``); ``source`` says where it came from, for the summary.
+    """
+
+    behavior: str | None = None
+    hints: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "native sign: no behaviour given"
+    positive_label: str | None = None
+
+    def sign(self, default: int = 1) -> int:
+        """The plain ``sign`` hint (+1 or -1), or ``default`` when the behaviour gives none."""
+        value = self.hints.get("sign", default)
+        if value not in (1, -1):
+            raise ValueError(f"eval_axis sign of behaviour {self.behavior!r} must be 1 or -1, got {value!r}")
+        return int(value)
+
+
+RunFunction = Callable[..., pd.DataFrame]
+SummaryFunction = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """A registered eval suite.
+
+    ``axis_keys`` are the behaviour ``eval_axis`` table names this suite reads, in order of preference
+    (its own name first). ``summarise`` is None for suites summarised by `steerlab.metrics.summarise`.
+    """
+
+    name: str
+    description: str
+    config_cls: type
+    run: RunFunction
+    axis_keys: tuple[str, ...]
+    summarise: SummaryFunction | None = None
+    native_pole: str = ""
+
+
+_REGISTRY: dict[str, EvalSpec] = {}
+
+
+def register_eval(
+    name: str,
+    config_cls: type,
+    description: str,
+    *,
+    native_pole: str,
+    axis_keys: tuple[str, ...] = (),
+    summarise: SummaryFunction | None = None,
+) -> Callable[[RunFunction], RunFunction]:
+    """Decorator: register ``run`` as the eval suite ``name``.
+
+    ``native_pole`` says in words what ``y > 0`` means before the behaviour's sign is applied.
+    """
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"config for eval {name!r} must be a dataclass")
+
+    def decorate(run: RunFunction) -> RunFunction:
+        if name in _REGISTRY:
+            raise ValueError(f"eval {name!r} is registered twice")
+        keys = (name, *[k for k in axis_keys if k != name])
+        _REGISTRY[name] = EvalSpec(name, description, config_cls, run, keys, summarise, native_pole)
+        return run
+
+    return decorate
+
+
+def list_evals() -> list[EvalSpec]:
+    """All registered eval suites, sorted by name."""
+    return sorted(_REGISTRY.values(), key=lambda s: s.name)
+
+
+def get_eval(name: str) -> EvalSpec:
+    """The suite registered as ``name``; an unknown name lists the known ones."""
+    if name not in _REGISTRY:
+        known = sorted(_REGISTRY)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownEvalError(f"unknown eval {name!r}{hint}; known evals: {', '.join(known)}")
+    return _REGISTRY[name]
+
+
+def make_eval_config(spec: EvalSpec, config: Any = None, **overrides: Any) -> Any:
+    """Build the suite's config from None, a dict or an instance, plus overrides.
+
+    Unknown option names are an error that names the eval and its valid options; list values are
+    turned into tuples so configs stay hashable and printable.
+    """
+    if config is None:
+        config = {}
+    if isinstance(config, spec.config_cls):
+        config = dataclasses.asdict(config)
+    if not isinstance(config, dict):
+        raise TypeError(f"eval {spec.name!r} expects a {spec.config_cls.__name__} or a dict, got {config!r}")
+    merged = {**config, **overrides}
+    valid = [f.name for f in dataclasses.fields(spec.config_cls)]
+    unknown = sorted(set(merged) - set(valid))
+    if unknown:
+        raise ValueError(f"eval {spec.name!r} has no option(s) {unknown}; valid options: {valid}")
+    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
+    return spec.config_cls(**merged)
