@@ -1,0 +1,375 @@
+"""The bench config: a TOML file (or a built-in preset) read into dataclasses, with errors that point at
+the config line and list the valid names.
+
+Reading and checking the file's shape needs no torch; `validate_names` checks method, eval and behaviour
+names against the registries (which import the model stack) and is called before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "PRESETS",
+    "BenchConfig",
+    "ConfigError",
+    "NullBand",
+    "Selection",
+    "dump_toml",
+    "load_config",
+    "load_preset",
+    "parse_config",
+]
+
+PRESETS = ("quick", "full")
+POLICIES = ("calibrated", "fixed")
+
+
+class ConfigError(ValueError):
+    """A bench config that cannot be run; the message names the file, the line and what was expected."""
+
+
+@dataclass
+class NullBand:
+    """Methods whose several vectors form the random-control band; each vector is calibrated and evaluated."""
+
+    methods: list[str] = field(default_factory=lambda: ["random"])
+    n_vectors: int = 4
+
+
+@dataclass
+class Selection:
+    """How one vector is chosen from a bank (melbo, power_iter): the eval and rows that score candidates,
+    disjoint from the reported rows (sycophancy-claims ``train`` vs the reported ``heldout``)."""
+
+    methods: list[str] = field(default_factory=lambda: ["melbo", "power_iter"])
+    eval: str = "sycophancy-claims"
+    options: dict[str, Any] = field(default_factory=lambda: {"split": "train"})
+    coeff: float = 1.0
+
+
+@dataclass
+class BenchConfig:
+    """Everything a bench run depends on. ``method_options`` / ``eval_options`` map a name to its options."""
+
+    model: str = "smollm2-135m"
+    behavior: str = "honesty"
+    methods: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    evals: list[str] = field(default_factory=list)
+    headline_eval: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    policy: str = "calibrated"
+    coefficients: list[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0])
+    calibration: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eval_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    null: NullBand = field(default_factory=NullBand)
+    selection: Selection = field(default_factory=Selection)
+    n_boot: int = 1000
+    source: str = "<config>"
+    text: str = ""
+
+    @property
+    def headline(self) -> str:
+        """The eval of the headline table: ``headline_eval``, else the first eval that is not off-task."""
+        if self.headline_eval:
+            return self.headline_eval
+        return next((e for e in self.evals if e != "off-task"), self.evals[0])
+
+    def as_dict(self) -> dict[str, Any]:
+        """The config as TOML-able data (what OUT/config.toml holds)."""
+        data = {
+            "model": self.model,
+            "behavior": self.behavior,
+            "methods": list(self.methods),
+            "seeds": list(self.seeds),
+            "evals": list(self.evals),
+            "headline_eval": self.headline,
+            "n_boot": self.n_boot,
+        }
+        if self.device:
+            data["device"] = self.device
+        if self.dtype:
+            data["dtype"] = self.dtype
+        data["coefficients"] = {"policy": self.policy, "values": list(self.coefficients)}
+        data["calibration"] = dict(self.calibration)
+        data["null"] = dataclasses.asdict(self.null)
+        data["selection"] = dataclasses.asdict(self.selection)
+        data["method_options"] = copy.deepcopy(self.method_options)
+        data["eval_options"] = copy.deepcopy(self.eval_options)
+        return data
+
+
+# ---------------------------------------------------------------------------------------------- locating errors
+
+
+def _line_of(text: str, *needles: str) -> int | None:
+    """1-based number of the first line holding every needle (quoted names first, then bare)."""
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.split("#", 1)[0]
+        if all(needle in stripped for needle in needles):
+            return line_number
+    return None
+
+
+def _line_in_table(text: str, table: str, key: str | None = None) -> int | None:
+    """1-based line of ``key = ...`` inside ``[table]`` (or of the header itself when key is None)."""
+    header = None
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.split("#", 1)[0].strip()
+        if stripped.startswith("["):
+            if header is not None:
+                break
+            if stripped.strip("[] ") == table:
+                header = line_number
+                if key is None:
+                    return header
+        elif header is not None and key is not None and stripped.split("=", 1)[0].strip() == key:
+            return line_number
+    return header
+
+
+def _error(config: BenchConfig, problem: str, *needles: str, line: int | None = None) -> ConfigError:
+    if line is None and needles:
+        line = _line_of(config.text, *needles)
+    where = f"{config.source}:{line}" if line else config.source
+    return ConfigError(f"{where}: {problem}")
+
+
+def _check_options(config: BenchConfig, table: str, options: dict[str, Any], cls: type, build: Any) -> None:
+    """Unknown keys point at their own line; values the config class rejects point at the table."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in options:
+        if key not in valid:
+            line = _line_in_table(config.text, table, key)
+            raise _error(config, f"[{table}] has no option {key!r}{_choices(key, valid)}", line=line)
+    try:
+        build(dict(options))
+    except (TypeError, ValueError) as error:
+        raise _error(config, f"[{table}]: {error}", line=_line_in_table(config.text, table)) from None
+
+
+def _choices(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; valid names: {', '.join(valid)}"
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+_TOP_KEYS = {
+    "model": str,
+    "behavior": str,
+    "methods": list,
+    "seeds": list,
+    "evals": list,
+    "headline_eval": str,
+    "device": str,
+    "dtype": str,
+    "n_boot": int,
+    "coefficients": dict,
+    "calibration": dict,
+    "method_options": dict,
+    "eval_options": dict,
+    "null": dict,
+    "selection": dict,
+}
+_TYPE_WORDS = {str: "a string", list: "a list", int: "an integer", dict: "a table"}
+
+
+def _check_type(config: BenchConfig, key: str, value: Any, expected: type, needle: str) -> None:
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if not ok:
+        raise _error(config, f"{key!r} must be {_TYPE_WORDS[expected]}, got {value!r}", needle)
+
+
+def _sub_table(config: BenchConfig, name: str, data: dict[str, Any], cls: type) -> Any:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in valid:
+            raise _error(config, f"[{name}] has no key {key!r}{_choices(key, valid)}", key)
+    return cls(**data)
+
+
+def parse_config(text: str, source: str = "<config>") -> BenchConfig:
+    """Read a bench config from TOML text; shape errors name the line."""
+    config = BenchConfig(source=source, text=text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: not valid TOML ({error})") from error
+    for key, value in data.items():
+        if key not in _TOP_KEYS:
+            raise _error(config, f"unknown key {key!r}{_choices(key, sorted(_TOP_KEYS))}", key)
+        _check_type(config, key, value, _TOP_KEYS[key], key)
+    for key in ("model", "behavior", "headline_eval", "device", "dtype", "n_boot"):
+        if key in data:
+            setattr(config, key, data[key])
+    for key in ("methods", "evals"):
+        values = data.get(key, [])
+        if not values or not all(isinstance(v, str) for v in values):
+            raise _error(config, f"{key!r} must be a non-empty list of names, got {values!r}", key)
+        if len(set(values)) != len(values):
+            raise _error(config, f"{key!r} lists a name twice: {values!r}", key)
+        setattr(config, key, list(values))
+    seeds = data.get("seeds", [0])
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise _error(config, f"'seeds' must be a non-empty list of integers, got {seeds!r}", "seeds")
+    config.seeds = list(dict.fromkeys(seeds))
+    _parse_coefficients(config, data.get("coefficients", {}))
+    config.calibration = dict(data.get("calibration", {}))
+    for key in ("method_options", "eval_options"):
+        for name, options in data.get(key, {}).items():
+            if not isinstance(options, dict):
+                raise _error(config, f"[{key}.{name}] must be a table of options, got {options!r}", name)
+        setattr(config, key, {name: dict(options) for name, options in data.get(key, {}).items()})
+    config.null = _sub_table(config, "null", data.get("null", {}), NullBand)
+    config.selection = _sub_table(config, "selection", data.get("selection", {}), Selection)
+    if config.null.n_vectors < 1:
+        raise _error(config, f"[null] n_vectors must be >= 1, got {config.null.n_vectors}", "n_vectors")
+    if config.n_boot < 100:
+        raise _error(config, f"n_boot must be >= 100, got {config.n_boot}", "n_boot")
+    _check_cross_references(config)
+    return config
+
+
+def _parse_coefficients(config: BenchConfig, table: dict[str, Any]) -> None:
+    for key in table:
+        if key not in ("policy", "values"):
+            raise _error(config, f"[coefficients] has no key {key!r}; valid keys: policy, values", key)
+    config.policy = table.get("policy", "calibrated")
+    if config.policy not in POLICIES:
+        raise _error(config, f"coefficient policy {config.policy!r} is not one of {list(POLICIES)}", "policy")
+    values = table.get("values", [-1.0, 0.0, 1.0])
+    if not isinstance(values, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        raise _error(config, f"[coefficients] values must be a list of numbers, got {values!r}", "values")
+    config.coefficients = [float(v) for v in values]
+    if config.policy == "fixed" and 0.0 not in config.coefficients:
+        raise _error(config, "[coefficients] values must include 0 (the unsteered model)", "values")
+
+
+def _check_cross_references(config: BenchConfig) -> None:
+    if config.headline_eval and config.headline_eval not in config.evals:
+        raise _error(
+            config,
+            f"headline_eval {config.headline_eval!r} is not one of the config's evals {config.evals}",
+            "headline_eval",
+        )
+    for key, names in (("method_options", config.methods), ("eval_options", config.evals)):
+        for name in getattr(config, key):
+            if name not in names:
+                raise _error(
+                    config, f"[{key}.{name}] is for {name!r}, which the config does not run ({names})", name
+                )
+
+
+def validate_names(config: BenchConfig) -> None:
+    """Check method, eval, behaviour and option names against the registries (imports the model stack)."""
+    from steerlab.behaviors import UnknownBehaviorError, get_behavior
+    from steerlab.calibrate import CalibrationConfig
+    from steerlab.evals import get_eval, list_evals, make_eval_config
+    from steerlab.methods import get_method, list_methods
+    from steerlab.methods.registry import make_config
+
+    methods = sorted(spec.name for spec in list_methods())
+    evals = [spec.name for spec in list_evals()]
+    for name in config.methods:
+        if name not in methods:
+            raise _error(config, f"unknown method {name!r}{_choices(name, methods)}", f'"{name}"')
+    for name in config.evals + [config.selection.eval]:
+        if name not in evals:
+            raise _error(config, f"unknown eval {name!r}{_choices(name, evals)}", f'"{name}"')
+    try:
+        get_behavior(config.behavior)
+    except (UnknownBehaviorError, FileNotFoundError) as error:
+        raise _error(config, str(error), "behavior") from None
+    for name, options in config.method_options.items():
+        spec = get_method(name)
+        _check_options(
+            config, f"method_options.{name}", options, spec.config_cls, lambda o, s=spec: make_config(s, o)
+        )
+    for name, options in config.eval_options.items():
+        spec = get_eval(name)
+        _check_options(
+            config, f"eval_options.{name}", options, spec.config_cls, lambda o, s=spec: make_eval_config(s, o)
+        )
+    _check_options(
+        config, "calibration", config.calibration, CalibrationConfig, lambda o: CalibrationConfig(**o)
+    )
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def load_config(path: str | Path) -> BenchConfig:
+    """Read a bench config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"bench config {str(path)!r} does not exist")
+    return parse_config(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def load_preset(name: str) -> BenchConfig:
+    """A built-in preset (``quick`` or ``full``) from ``steerlab/bench/presets``."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    text = resources.files("steerlab.bench").joinpath("presets", f"{name}.toml").read_text(encoding="utf-8")
+    return parse_config(text, source=f"preset {name!r}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        raise ValueError("TOML has no null; leave the key out")
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("-", "").replace("_", "").isalnum() else _toml_value(key)
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """TOML text for a config dict (scalars first, then tables; None values are left out)."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for name, table in tables:
+        nested = {k: v for k, v in table.items() if isinstance(v, dict) and name.endswith("_options")}
+        flat = {k: v for k, v in table.items() if k not in nested and v is not None}
+        if flat or not nested:
+            lines += ["", f"[{name}]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in flat.items()]
+        for sub, options in nested.items():
+            lines += ["", f"[{name}.{_toml_key(sub)}]"]
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in options.items() if v is not None]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,154 @@
+"""The unit store: each finished unit of work is a directory that appears atomically, with a completion record.
+
+A unit is written into a hidden temporary directory, every file is fsynced, the completion record
+(``_complete.json``: the key, the inputs, each file's size and sha256) is written last and fsynced, and
+only then is the directory renamed into place. A unit counts as done only when its completion record
+exists, parses, names the expected key and every file matches its recorded size and hash; anything else
+(a crash mid-write, a full disk, a truncated file) is removed and the unit runs again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMPLETE", "UnitStore", "fsync_tree", "sha256_file", "write_atomic"]
+
+COMPLETE = "_complete.json"
+TMP_PREFIX = ".tmp-"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root` (so a rename after it publishes complete data)."""
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(directory))
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file by tmp + fsync + rename, so readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+class UnitStore:
+    """Units under ``root/<kind>/<name>``; ``name`` is a readable label plus the key (hash of inputs)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, kind: str, name: str) -> Path:
+        return self.root / kind / name
+
+    def clean_partial(self) -> list[Path]:
+        """Remove temporary directories left by a crash (never trusted, always redone)."""
+        removed = []
+        if self.root.is_dir():
+            for kind_dir in self.root.iterdir():
+                if not kind_dir.is_dir():
+                    continue
+                for child in kind_dir.iterdir():
+                    if child.name.startswith(TMP_PREFIX):
+                        shutil.rmtree(child, ignore_errors=True)
+                        removed.append(child)
+        return removed
+
+    def record(self, kind: str, name: str, key: str) -> dict[str, Any] | None:
+        """The completion record of a done unit, or None (a bad or partial unit is removed)."""
+        path = self.path(kind, name)
+        if not path.exists():
+            return None
+        problem = self._check(path, key)
+        if problem is None:
+            return json.loads((path / COMPLETE).read_text(encoding="utf-8"))
+        shutil.rmtree(path, ignore_errors=True)
+        self.last_discarded = f"{path}: {problem}"
+        return None
+
+    def _check(self, path: Path, key: str) -> str | None:
+        try:
+            document = json.loads((path / COMPLETE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return "no completion record"
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "unreadable completion record"
+        if document.get("key") != key:
+            return f"completion record is for key {document.get('key')!r}, expected {key!r}"
+        for relative, expected in document.get("files", {}).items():
+            file = path / relative
+            if not file.is_file() or file.stat().st_size != expected["size"]:
+                return f"{relative} is missing or has the wrong size"
+            if sha256_file(file) != expected["sha256"]:
+                return f"{relative} does not match its recorded hash"
+        return None
+
+    @contextlib.contextmanager
+    def writing(self, kind: str, name: str, key: str, inputs: dict[str, Any]) -> Iterator[Path]:
+        """Yield a fresh temporary directory; on normal exit seal it and rename it into place."""
+        final = self.path(kind, name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f"{TMP_PREFIX}{name}.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        started = time.time()
+        try:
+            yield tmp
+            files = {}
+            for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                relative = file.relative_to(tmp).as_posix()
+                files[relative] = {"size": file.stat().st_size, "sha256": sha256_file(file)}
+            fsync_tree(tmp)
+            document = {
+                "key": key,
+                "kind": kind,
+                "name": name,
+                "inputs": inputs,
+                "files": files,
+                "seconds": time.time() - started,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            write_atomic(tmp / COMPLETE, json.dumps(document, indent=1, sort_keys=True, default=str))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -1,0 +1,424 @@
+"""Choose a steering coefficient: iso-KL calibration and coefficient policies.
+
+Methods differ wildly in what ``c = 1`` means, so comparing them at a fixed coefficient compares
+doses, not methods. iso-KL puts every method at the same *cost to the model*: the |c| at which the
+95th percentile, over (prompt, position), of the per-token KL(steered || base) on neutral off-task
+prompts reaches a target (1 nat by default).
+
+One KL evaluation at a coefficient ``c``: a greedy rollout of T = 20 tokens under steering, then the
+rollout is teacher-forced through the steered and the base model (``scoring.token_kl``). With
+``arms="both"`` (default) the rollout and KL are done at ``+c`` and ``-c`` and the larger p95 counts,
+so neither arm of a bidirectional eval costs more than the target.
+
+The search runs in log space: bracket the target by doubling or halving ``c`` from ``start`` (when the
+first KL is far off, from where ``KL ~ c^2`` places the target instead), then
+regula falsi with the Illinois modification on ``log KL`` vs ``log c`` (KL grows about as ``c^2``, so
+that line is nearly straight), falling back to bisection whenever the interpolant leaves the bracket.
+It stops when the KL is within ``tol`` nats of the target or after ``max_evals`` evaluations.
+
+Prompt interventions have no dose: their KL (persona prompt vs the plain prompt, same rollout) is
+measured and reported, and they are evaluated at ``c = -1, 0, +1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steerlab.paths import package_data
+
+__all__ = [
+    "ARMS",
+    "Calibration",
+    "CalibrationConfig",
+    "CalibrationError",
+    "CoefficientPolicy",
+    "KLPoint",
+    "calibrate",
+    "calibration_prompts",
+    "find_coefficient",
+    "has_dose",
+    "measure_fixed",
+    "measure_kl",
+    "recorded_calibration",
+]
+
+ARMS = ("positive", "both")
+POLICIES = ("calibrated", "fixed")
+
+
+class CalibrationError(ValueError):
+    """Bad calibration settings or an intervention that cannot be calibrated."""
+
+
+@dataclass
+class CalibrationConfig:
+    """iso-KL settings; the defaults are the benchmark's (1 nat at p95, T = 20, tol 0.05, 12 evals)."""
+
+    target_kl: float = 1.0
+    quantile: float = 0.95
+    n_tokens: int = 20
+    tol: float = 0.05
+    max_evals: int = 12
+    start: float = 1.0
+    growth: float = 2.0
+    power_law_guess: bool = True
+    arms: str = "both"
+    n_prompts: int | None = None
+    max_batch: int = 16
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.target_kl > 0, f"target_kl must be > 0, got {self.target_kl}"),
+            (0 < self.quantile <= 1, f"quantile must be in (0, 1], got {self.quantile}"),
+            (self.n_tokens >= 1, f"n_tokens must be >= 1, got {self.n_tokens}"),
+            (0 < self.tol < self.target_kl, f"tol must be in (0, target_kl), got {self.tol}"),
+            (self.max_evals >= 2, f"max_evals must be >= 2, got {self.max_evals}"),
+            (self.start > 0, f"start must be > 0, got {self.start}"),
+            (self.growth > 1, f"growth must be > 1, got {self.growth}"),
+            (self.arms in ARMS, f"arms must be one of {ARMS}, got {self.arms!r}"),
+            (self.n_prompts is None or self.n_prompts >= 1, f"n_prompts must be >= 1, got {self.n_prompts}"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise CalibrationError(message)
+
+
+@dataclass
+class KLPoint:
+    """The KL objective at one |c|: ``kl`` is the p95 of the worse arm, the others are for the report."""
+
+    coeff: float
+    kl: float
+    kl_pos: float
+    kl_neg: float | None = None
+    mean_kl: float = 0.0
+
+
+@dataclass
+class Calibration:
+    """What calibration found; ``as_meta()`` is what goes into intervention.json under ``calibration``."""
+
+    policy: str  # "iso-kl" (searched), "measured" (prompt interventions: no dose) or "fixed" (given list)
+    coeff: float
+    achieved_kl: float
+    target_kl: float
+    converged: bool
+    n_evals: int
+    trace: list[KLPoint]
+    config: dict[str, Any]
+    prompts_hash: str
+    seconds: float = 0.0
+    note: str = ""
+    model_id: str | None = None
+
+    def as_meta(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["trace"] = [asdict(point) for point in self.trace]
+        return document
+
+    @classmethod
+    def from_meta(cls, document: dict[str, Any]) -> Calibration:
+        fields = dict(document)
+        fields["trace"] = [KLPoint(**point) for point in document.get("trace", [])]
+        return cls(**fields)
+
+
+@dataclass
+class CoefficientPolicy:
+    """Which coefficients an eval runs at: a fixed list, or calibrated |c| evaluated at (-c, 0, +c)."""
+
+    mode: str = "calibrated"
+    values: list[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0])
+
+    def __post_init__(self) -> None:
+        if self.mode not in POLICIES:
+            raise CalibrationError(f"coefficient policy must be one of {POLICIES}, got {self.mode!r}")
+        self.values = [float(v) for v in self.values]
+        if self.mode == "fixed" and 0.0 not in self.values:
+            raise CalibrationError(
+                f"a fixed coefficient list must include 0 (the unsteered model), got {self.values}"
+            )
+
+    def coefficients(self, calibration: Calibration | None) -> list[float]:
+        if self.mode == "fixed":
+            return sorted(set(self.values))
+        if calibration is None:
+            raise CalibrationError("the calibrated coefficient policy needs a calibration")
+        c = abs(calibration.coeff)
+        return [-c, 0.0, c]
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+def calibration_prompts(n: int | None = None) -> list[str]:
+    """The built-in neutral prompts reserved for KL calibration (disjoint from every eval)."""
+    prompts = [
+        str(p) for p in json.loads(package_data("offtask_calibration.json").read_text(encoding="utf-8"))
+    ]
+    if n is not None:
+        if n > len(prompts):
+            raise CalibrationError(
+                f"n_prompts={n} but only {len(prompts)} built-in calibration prompts exist"
+            )
+        prompts = prompts[:n]
+    return prompts
+
+
+def _hash_texts(texts: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(texts)).encode("utf-8")).hexdigest()[:12]
+
+
+def has_dose(intervention: Any) -> bool:
+    """False for interventions whose coefficient only picks a pole (prompting): nothing to calibrate."""
+    return getattr(intervention, "kind", "") != "prompt"
+
+
+# ---------------------------------------------------------------------------------------------- one KL evaluation
+
+
+def _arm_kls(
+    model: Any, tok: Any, intervention: Any, coeff: float, users: Sequence[str], config: CalibrationConfig
+) -> np.ndarray:
+    """Per-token KLs (all prompts and positions pooled) of one signed coefficient."""
+    from steerlab.chat import format_chat
+    from steerlab.scoring import generate_ids, token_kl
+
+    base = [format_chat(tok, user) for user in users]
+    steered = []
+    for user in users:
+        system, rewritten = intervention.rewrite(coeff, None, user)
+        steered.append(format_chat(tok, rewritten, system))
+    with intervention.apply(model, coeff):
+        rollouts = generate_ids(
+            model, tok, steered, max_new_tokens=config.n_tokens, max_batch=config.max_batch, stop_at_eos=False
+        )
+    kls = token_kl(
+        model,
+        tok,
+        steered,
+        rollouts,
+        lambda: intervention.apply(model, coeff),
+        max_batch=config.max_batch,
+        base_prompts=base,
+    )
+    pooled = np.concatenate([k for k in kls if k.size]) if any(k.size for k in kls) else np.zeros(1)
+    return pooled
+
+
+def measure_kl(
+    model: Any,
+    tok: Any,
+    intervention: Any,
+    coeff: float,
+    config: CalibrationConfig | None = None,
+    prompts: Sequence[str] | None = None,
+) -> KLPoint:
+    """The KL objective at |c| = ``coeff``: p95 over (prompt, position), the worse arm when ``arms='both'``."""
+    config = config or CalibrationConfig()
+    users = list(prompts) if prompts is not None else calibration_prompts(config.n_prompts)
+    c = abs(float(coeff))
+    pos = _arm_kls(model, tok, intervention, c, users, config)
+    kl_pos = float(np.quantile(pos, config.quantile))
+    if config.arms == "positive":
+        return KLPoint(coeff=c, kl=kl_pos, kl_pos=kl_pos, mean_kl=float(pos.mean()))
+    neg = _arm_kls(model, tok, intervention, -c, users, config)
+    kl_neg = float(np.quantile(neg, config.quantile))
+    mean = float(np.concatenate([pos, neg]).mean())
+    return KLPoint(coeff=c, kl=max(kl_pos, kl_neg), kl_pos=kl_pos, kl_neg=kl_neg, mean_kl=mean)
+
+
+# ---------------------------------------------------------------------------------------------- the search
+
+
+_FLOOR = 1e-12
+_MAX_JUMP = math.log(1e4)
+
+
+def _objective(kl: float, target: float) -> float:
+    return math.log(max(kl, _FLOOR)) - math.log(target)
+
+
+def find_coefficient(
+    kl_at: Callable[[float], KLPoint], config: CalibrationConfig
+) -> tuple[KLPoint, list[KLPoint], bool, str]:
+    """Search |c| with KL(c) = target: (best point, trace, converged, note). Pure in `kl_at`."""
+    trace: list[KLPoint] = []
+
+    def evaluate(log_c: float) -> tuple[float, KLPoint]:
+        point = kl_at(math.exp(log_c))
+        trace.append(point)
+        return _objective(point.kl, config.target_kl), point
+
+    def done(point: KLPoint) -> bool:
+        return abs(point.kl - config.target_kl) <= config.tol
+
+    def best() -> KLPoint:
+        return min(trace, key=lambda p: (abs(p.kl - config.target_kl), p.kl > config.target_kl))
+
+    step = math.log(config.growth)
+    x = math.log(config.start)
+    fx, point = evaluate(x)
+    if done(point):
+        return point, trace, True, ""
+    if config.power_law_guess and abs(fx) > 2 * step and point.kl > _FLOOR:
+        # Far from the target: restart the doubling from where KL ~ c^2 puts it (clamped to 1e4 either way).
+        x = x - min(max(fx / 2.0, -_MAX_JUMP), _MAX_JUMP)
+        fx, point = evaluate(x)
+        if done(point):
+            return point, trace, True, ""
+    # Bracket: walk towards the target until the objective changes sign.
+    direction = 1.0 if fx < 0 else -1.0
+    lo = hi = None
+    while len(trace) < config.max_evals:
+        x_next = x + direction * step
+        f_next, point = evaluate(x_next)
+        if done(point):
+            return point, trace, True, ""
+        if (f_next < 0) != (fx < 0):
+            lo, hi = ((x, fx), (x_next, f_next)) if fx < 0 else ((x_next, f_next), (x, fx))
+            break
+        x, fx = x_next, f_next
+    if lo is None or hi is None:
+        side = "below" if direction > 0 else "above"
+        note = f"no bracket in {config.max_evals} evaluations: KL stays {side} the target up to |c| = {trace[-1].coeff:.4g}"
+        return best(), trace, False, note
+    # Illinois regula falsi between lo (f < 0) and hi (f > 0), bisection when the step leaves the bracket.
+    (a, fa), (b, fb) = lo, hi
+    retained = 0  # +1: lo kept on the last step(s), -1: hi kept
+    while len(trace) < config.max_evals:
+        x_new = b - fb * (b - a) / (fb - fa) if fb != fa else math.nan
+        if not (math.isfinite(x_new) and min(a, b) < x_new < max(a, b)):
+            x_new = 0.5 * (a + b)
+        f_new, point = evaluate(x_new)
+        if done(point):
+            return point, trace, True, ""
+        if f_new < 0:
+            a, fa = x_new, f_new
+            if retained == -1:
+                fb /= 2.0  # hi kept twice in a row: halve its weight (Illinois)
+            retained = -1
+        else:
+            b, fb = x_new, f_new
+            if retained == 1:
+                fa /= 2.0
+            retained = 1
+    return (
+        best(),
+        trace,
+        False,
+        f"not within {config.tol} nats of the target after {config.max_evals} evaluations",
+    )
+
+
+def calibrate(
+    model: Any,
+    tok: Any,
+    intervention: Any,
+    config: CalibrationConfig | None = None,
+    *,
+    directory: str | Path | None = None,
+    prompts: Sequence[str] | None = None,
+    progress: Callable[[KLPoint], None] | None = None,
+) -> Calibration:
+    """iso-KL calibration of `intervention` (or KL measurement for a prompt intervention).
+
+    When `directory` is given, the result is recorded in its intervention.json as ``meta.calibration``.
+    `progress` is called with each KL evaluation as it finishes.
+    """
+    from steerlab.models import model_info
+
+    config = config or CalibrationConfig()
+    users = list(prompts) if prompts is not None else calibration_prompts(config.n_prompts)
+    if not users:
+        raise CalibrationError("calibration needs at least one off-task prompt")
+    intervention.check_compatible(model)
+    started = time.perf_counter()
+
+    def kl_at(c: float) -> KLPoint:
+        point = measure_kl(model, tok, intervention, c, config, users)
+        if progress is not None:
+            progress(point)
+        return point
+
+    if has_dose(intervention):
+        point, trace, converged, note = find_coefficient(kl_at, config)
+        policy = "iso-kl"
+    else:
+        point = kl_at(1.0)
+        trace, converged, policy = [point], True, "measured"
+        note = (
+            "prompt intervention: no coefficient to calibrate; KL of the persona prompt measured at c = +/-1"
+        )
+    result = Calibration(
+        policy=policy,
+        coeff=point.coeff,
+        achieved_kl=point.kl,
+        target_kl=config.target_kl,
+        converged=converged,
+        n_evals=len(trace),
+        trace=trace,
+        config=asdict(config),
+        prompts_hash=_hash_texts(users),
+        seconds=time.perf_counter() - started,
+        note=note,
+        model_id=model_info(model).model_id,
+    )
+    if directory is not None:
+        intervention.update_meta(directory, calibration=result.as_meta())
+    return result
+
+
+def measure_fixed(
+    model: Any,
+    tok: Any,
+    intervention: Any,
+    coefficients: Sequence[float],
+    config: CalibrationConfig | None = None,
+    *,
+    directory: str | Path | None = None,
+    prompts: Sequence[str] | None = None,
+) -> Calibration:
+    """KL at each |c| of a fixed coefficient list (no search); ``coeff`` is the largest |c|."""
+    from steerlab.models import model_info
+
+    config = config or CalibrationConfig()
+    users = list(prompts) if prompts is not None else calibration_prompts(config.n_prompts)
+    started = time.perf_counter()
+    magnitudes = sorted({abs(float(c)) for c in coefficients if c != 0})
+    if not has_dose(intervention):
+        magnitudes = [1.0] if magnitudes else []
+    trace = [measure_kl(model, tok, intervention, c, config, users) for c in magnitudes]
+    top = trace[-1] if trace else KLPoint(coeff=0.0, kl=0.0, kl_pos=0.0)
+    result = Calibration(
+        policy="fixed",
+        coeff=top.coeff,
+        achieved_kl=top.kl,
+        target_kl=config.target_kl,
+        converged=True,
+        n_evals=len(trace),
+        trace=trace,
+        config=asdict(config),
+        prompts_hash=_hash_texts(users),
+        seconds=time.perf_counter() - started,
+        note=f"fixed coefficients {sorted(set(float(c) for c in coefficients))}: KL measured, not searched",
+        model_id=model_info(model).model_id,
+    )
+    if directory is not None:
+        intervention.update_meta(directory, calibration=result.as_meta())
+    return result
+
+
+def recorded_calibration(intervention: Any) -> Calibration | None:
+    """The calibration stored in an intervention's meta, if any."""
+    document = getattr(intervention, "meta", {}).get("calibration")
+    return Calibration.from_meta(document) if document else None
