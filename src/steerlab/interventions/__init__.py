@@ -1,5 +1,6 @@
 """Interventions: activation additions (hooks), weight deltas (exact restore), prompt interventions."""
 
+from steerlab.interventions import activation_variants, vector_bank  # noqa: F401  (register kinds)
 from steerlab.interventions.activation import ActivationAddition, LayerHookIntervention
 from steerlab.interventions.base import (
     Intervention,
