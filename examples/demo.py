@@ -31,10 +31,12 @@ def main() -> None:
         rewritten.append(sl.format_chat(tokenizer, user, system=system, prefill="My answer:"))
     prompted = sl.score_choices(model, tokenizer, rewritten, "yes_no")
 
-    print(f"{'question':<70} {'base':>7} {'random@L12':>11} {'honest prompt':>14}   (logratio Yes-No, pmass)")
+    print(
+        f"{'question':<70} {'base':>11} {'random@L12':>11} {'honest prompt':>14}   (logratio Yes-No / pmass)"
+    )
     for i, question in enumerate(QUESTIONS):
         cells = [f"{s.logratio[i]:+6.2f}/{s.pmass[i]:.2f}" for s in (base, steered, prompted)]
-        print(f"{question[:68]:<70} {cells[0]:>7} {cells[1]:>11} {cells[2]:>14}")
+        print(f"{question[:68]:<70} {cells[0]:>11} {cells[1]:>11} {cells[2]:>14}")
 
 
 if __name__ == "__main__":

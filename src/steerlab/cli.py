@@ -22,8 +22,11 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: a verb's parser must not reset a `--debug` given before the verb to False.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors"
+    )
     parser = argparse.ArgumentParser(
         prog="steerlab",
         description="Steer language models and benchmark steering methods on identical rows at equal cost.",
@@ -54,9 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # one clear line unless --debug
         if debug:
             raise
-        print(f"steerlab: error: {error}", file=sys.stderr)
-        print("steerlab: (run again with --debug for the traceback)", file=sys.stderr)
+        print(f"steerlab: error: {one_line(error)} (--debug shows the traceback)", file=sys.stderr)
         return 1
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (the exception type when it has no message)."""
+    text = " ".join(str(error).split())
+    if isinstance(error, KeyError) and text.startswith("'") and text.endswith("'"):
+        text = f"missing key {text}"
+    return text or type(error).__name__
 
 
 if __name__ == "__main__":

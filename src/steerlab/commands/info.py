@@ -6,9 +6,16 @@ import argparse
 from typing import Any
 
 
-def _models(_args: argparse.Namespace) -> int:
+def _models(args: argparse.Namespace) -> int:
     from steerlab.models import BUILTIN_MODELS, describe_spec
 
+    specs = getattr(args, "specs", None) or []
+    for spec in specs:  # check each first, so a bad spec fails before anything is printed
+        describe_spec(spec)
+    for spec in specs:
+        print(f"{spec}\t-> {describe_spec(spec)}")
+    if specs:
+        return 0
     for alias, builtin in BUILTIN_MODELS.items():
         print(f"{alias}\t{builtin.description}\t-> {describe_spec(alias)}")
     print("(also accepted: a hub id like org/name, a local model directory, or a .gguf file path)")
@@ -27,7 +34,9 @@ def _behaviors(_args: argparse.Namespace) -> int:
     from steerlab.behaviors import list_behaviors
 
     for behavior in list_behaviors():
-        print(f"{behavior.name}\t{behavior.positive_label} vs {behavior.negative_label}\t{behavior.description}")
+        print(
+            f"{behavior.name}\t{behavior.positive_label} vs {behavior.negative_label}\t{behavior.description}"
+        )
     return 0
 
 
@@ -48,3 +57,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     ):
         parser = subparsers.add_parser(name, help=text, description=text, parents=[common])
         parser.set_defaults(run=run)
+        if name == "models":
+            parser.add_argument(
+                "specs", nargs="*", metavar="SPEC", help="model specs to resolve instead of listing"
+            )

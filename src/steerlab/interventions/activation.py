@@ -9,7 +9,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from steerlab.interventions.base import Intervention, InterventionError, check_finite, register_kind
+from steerlab.interventions.base import (
+    Intervention,
+    InterventionError,
+    check_coefficient,
+    check_finite,
+    register_kind,
+)
 from steerlab.models import decoder_layers, hidden_size
 from steerlab.positions import position_mask
 
@@ -56,6 +62,7 @@ class LayerHookIntervention(Intervention):
 
     @contextlib.contextmanager
     def apply(self, model: nn.Module, coeff: float) -> Iterator[nn.Module]:
+        coeff = check_coefficient(coeff, self.kind)
         if coeff == 0:
             yield model
             return
@@ -106,7 +113,9 @@ class ActivationAddition(LayerHookIntervention):
     ) -> None:
         if not vectors:
             raise InterventionError("ActivationAddition needs at least one layer vector")
-        self.vectors = {int(layer): torch.as_tensor(v).detach().float().reshape(-1) for layer, v in vectors.items()}
+        self.vectors = {
+            int(layer): torch.as_tensor(v).detach().float().reshape(-1) for layer, v in vectors.items()
+        }
         check_finite({f"layer.{k}": v for k, v in self.vectors.items()}, "ActivationAddition")
         self.positions = positions
         self._check_positions()
@@ -141,11 +150,15 @@ class ActivationAddition(LayerHookIntervention):
     def __add__(self, other: ActivationAddition) -> ActivationAddition:
         """Compose two additions by summing their per-layer vectors."""
         if self.positions != other.positions:
-            raise InterventionError("cannot sum additions with different positions; apply them together instead")
+            raise InterventionError(
+                "cannot sum additions with different positions; apply them together instead"
+            )
         summed = dict(self.vectors)
         for layer, vector in other.vectors.items():
             summed[layer] = summed[layer] + vector if layer in summed else vector
-        return ActivationAddition(summed, positions=self.positions, meta={"composed_of": [self.meta, other.meta]})
+        return ActivationAddition(
+            summed, positions=self.positions, meta={"composed_of": [self.meta, other.meta]}
+        )
 
     def summary(self) -> str:
         norms = ", ".join(f"{layer}:{v.norm():.2f}" for layer, v in sorted(self.vectors.items()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -33,6 +34,14 @@ def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
             raise InterventionError(f"{where}: tensor {name!r} has {bad} non-finite values (NaN or inf)")
 
 
+def check_coefficient(coeff: float, kind: str) -> float:
+    """A coefficient as a float; NaN or inf would silently poison every weight or activation it touches."""
+    value = float(coeff)
+    if not math.isfinite(value):
+        raise InterventionError(f"{kind} coefficient must be finite, got {coeff!r}")
+    return value
+
+
 def library_version() -> str:
     from steerlab import __version__
 
@@ -59,7 +68,7 @@ class Intervention(ABC):
         """Rewrite a prompt's (system, user) for this coefficient; only prompt interventions change them."""
         return system, user
 
-    def check_compatible(self, model: nn.Module) -> None:
+    def check_compatible(self, model: nn.Module) -> None:  # noqa: B027 (optional hook: no check by default)
         """Raise InterventionError if this intervention cannot act on `model` (shapes, layers)."""
 
     # ---- serialisation
@@ -73,7 +82,9 @@ class Intervention(ABC):
 
     @classmethod
     @abstractmethod
-    def from_parts(cls, tensors: dict[str, torch.Tensor], params: dict[str, Any], meta: dict[str, Any]) -> Intervention:
+    def from_parts(
+        cls, tensors: dict[str, torch.Tensor], params: dict[str, Any], meta: dict[str, Any]
+    ) -> Intervention:
         """Rebuild from what `tensors`, `params` and `meta` returned."""
 
     def save(self, directory: str | Path) -> Path:
@@ -92,7 +103,9 @@ class Intervention(ABC):
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
             save_file(tensors, str(tmp / TENSORS_FILE))
-            (tmp / JSON_FILE).write_text(json.dumps(document, indent=2, sort_keys=True, default=_json_default))
+            (tmp / JSON_FILE).write_text(
+                json.dumps(document, indent=2, sort_keys=True, default=_json_default)
+            )
             old = None
             if target.exists():
                 old = target.parent / f".{target.name}.old-{os.getpid()}"
@@ -151,23 +164,55 @@ def load_intervention(directory: str | Path, model: nn.Module | None = None) -> 
     path = Path(directory)
     json_path, tensor_path = path / JSON_FILE, path / TENSORS_FILE
     if not json_path.is_file() or not tensor_path.is_file():
-        raise InterventionError(f"{path} is not an intervention directory (expected {JSON_FILE} and {TENSORS_FILE})")
+        raise InterventionError(
+            f"{path} is not an intervention directory (expected {JSON_FILE} and {TENSORS_FILE})"
+        )
     try:
         document = json.loads(json_path.read_text())
     except json.JSONDecodeError as error:
         raise InterventionError(f"{json_path}: invalid JSON ({error})") from error
     version = document.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise InterventionError(f"{json_path}: schema_version {version!r}, this steerlab reads {SCHEMA_VERSION}")
+        raise InterventionError(
+            f"{json_path}: schema_version {version!r}, this steerlab reads {SCHEMA_VERSION}"
+        )
     kind = document.get("kind")
     if kind not in _KINDS:
         raise InterventionError(f"{json_path}: unknown intervention kind {kind!r}; known: {sorted(_KINDS)}")
-    tensors = load_file(str(tensor_path))
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as error:  # safetensors raises its own error type for a truncated or foreign file
+        raise InterventionError(f"{tensor_path}: not a readable safetensors file ({error})") from error
     check_finite(tensors, str(tensor_path))
-    intervention = _KINDS[kind].from_parts(tensors, document.get("params", {}), document.get("meta", {}))
+    try:
+        intervention = _KINDS[kind].from_parts(tensors, document.get("params", {}), document.get("meta", {}))
+    except InterventionError:
+        raise
+    except (KeyError, ValueError, TypeError) as error:
+        raise InterventionError(
+            f"{path}: tensors and {JSON_FILE} do not describe a valid {kind} ({error})"
+        ) from error
     if model is not None:
+        check_recorded_model(intervention.meta, model, str(path))
         intervention.check_compatible(model)
     return intervention
+
+
+def check_recorded_model(meta: dict[str, Any], model: nn.Module, where: str) -> None:
+    """If `meta` records the model it was made for (``meta['model']``), its layer count and hidden size must match."""
+    from steerlab.models import hidden_size, num_layers
+
+    recorded = meta.get("model")
+    if not isinstance(recorded, dict):
+        return
+    actual = {"n_layers": num_layers(model), "hidden_size": hidden_size(model)}
+    for key, value in actual.items():
+        expected = recorded.get(key)
+        if isinstance(expected, int) and expected != value:
+            made_for = recorded.get("model_id") or recorded.get("spec") or "another model"
+            raise InterventionError(
+                f"{where}: made for {made_for} with {key}={expected}, but the target model has {key}={value}"
+            )
 
 
 @contextlib.contextmanager

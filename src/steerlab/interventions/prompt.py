@@ -24,7 +24,9 @@ class PromptIntervention(Intervention):
 
     kind: ClassVar[str] = "prompt"
 
-    def __init__(self, positive: str, negative: str, mode: str = "system", meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, positive: str, negative: str, mode: str = "system", meta: dict[str, Any] | None = None
+    ) -> None:
         if mode not in MODES:
             raise InterventionError(f"prompt intervention mode must be one of {MODES}, got {mode!r}")
         if not positive.strip() or not negative.strip():

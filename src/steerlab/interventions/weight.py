@@ -10,7 +10,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from steerlab.interventions.base import Intervention, InterventionError, check_finite, register_kind
+from steerlab.interventions.base import (
+    Intervention,
+    InterventionError,
+    check_coefficient,
+    check_finite,
+    register_kind,
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class WeightDelta(Intervention):
 
     @contextlib.contextmanager
     def apply(self, model: nn.Module, coeff: float) -> Iterator[nn.Module]:
+        coeff = check_coefficient(coeff, self.kind)
         if coeff == 0:
             yield model
             return
@@ -97,7 +104,9 @@ class WeightDelta(Intervention):
         for name, delta in self.deltas.items():
             expected, actual = tuple(delta.shape), tuple(named[name].shape)
             if expected != actual:
-                raise InterventionError(f"parameter {name!r}: the delta has shape {expected}, the model has {actual}")
+                raise InterventionError(
+                    f"parameter {name!r}: the delta has shape {expected}, the model has {actual}"
+                )
         return {name: named[name] for name in self.deltas}
 
     def check_compatible(self, model: nn.Module) -> None:
@@ -117,7 +126,9 @@ class WeightDelta(Intervention):
         return {"low_rank": sorted(n for n, d in self.deltas.items() if isinstance(d, LowRankDelta))}
 
     @classmethod
-    def from_parts(cls, tensors: dict[str, torch.Tensor], params: dict[str, Any], meta: dict[str, Any]) -> WeightDelta:
+    def from_parts(
+        cls, tensors: dict[str, torch.Tensor], params: dict[str, Any], meta: dict[str, Any]
+    ) -> WeightDelta:
         deltas: dict[str, Delta] = {}
         for name in params.get("low_rank", []):
             deltas[name] = LowRankDelta(tensors[f"{name}::up"], tensors[f"{name}::down"])
@@ -142,7 +153,11 @@ class WeightDelta(Intervention):
     def scaled(self, factor: float) -> WeightDelta:
         scaled: dict[str, Delta] = {}
         for name, delta in self.deltas.items():
-            scaled[name] = LowRankDelta(delta.up * factor, delta.down) if isinstance(delta, LowRankDelta) else delta * factor
+            scaled[name] = (
+                LowRankDelta(delta.up * factor, delta.down)
+                if isinstance(delta, LowRankDelta)
+                else delta * factor
+            )
         return WeightDelta(scaled, meta=dict(self.meta))
 
     def summary(self) -> str:
