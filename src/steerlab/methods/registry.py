@@ -33,7 +33,9 @@ class MethodSpec:
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, family: str, config_cls: type, description: str) -> Callable[[FitFunction], FitFunction]:
+def register_method(
+    name: str, family: str, config_cls: type, description: str
+) -> Callable[[FitFunction], FitFunction]:
     """Decorator: register ``fit`` under `name`; adding a method is one file plus one import line."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -72,10 +74,14 @@ def make_config(spec: MethodSpec, config: Any = None, **overrides: Any) -> Any:
         valid = {field.name for field in dataclasses.fields(spec.config_cls)}
         unknown = sorted(set(merged) - valid)
         if unknown:
-            raise ValueError(f"method {spec.name!r} has no option(s) {unknown}; valid options: {sorted(valid)}")
+            raise ValueError(
+                f"method {spec.name!r} has no option(s) {unknown}; valid options: {sorted(valid)}"
+            )
         return spec.config_cls(**merged)
     if not isinstance(config, spec.config_cls):
-        raise TypeError(f"method {spec.name!r} expects a {spec.config_cls.__name__}, got {type(config).__name__}")
+        raise TypeError(
+            f"method {spec.name!r} expects a {spec.config_cls.__name__}, got {type(config).__name__}"
+        )
     return dataclasses.replace(config, **overrides) if overrides else config
 
 
