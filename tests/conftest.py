@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,8 @@ import torch
 from steerlab.paths import shared_data_dir
 from steerlab.testing import tiny_model, tiny_tokenizer
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: two threads per process thrash when test processes or other jobs share the 2 cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
