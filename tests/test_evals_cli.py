@@ -93,3 +93,30 @@ def test_intervention_directories_load_and_are_checked_against_the_model(tmp_pat
     ActivationAddition({1: torch.ones(32)}).save(tmp_path / "wrong")
     with pytest.raises(InterventionError):
         build_intervention("dir", tmp_path / "wrong", model, tok)
+
+
+def test_calibrated_coeffs_read_the_recorded_calibration(tmp_path):
+    import pytest
+    import torch
+
+    from steerlab.calibrate import Calibration
+    from steerlab.commands.eval import calibrated_coeffs
+    from steerlab.interventions import ActivationAddition
+
+    addition = ActivationAddition({1: torch.ones(64)})
+    directory = addition.save(tmp_path / "iv")
+    with pytest.raises(ValueError, match="has no calibration"):
+        calibrated_coeffs(str(directory))
+    calibration = Calibration(
+        policy="iso-kl",
+        coeff=2.5,
+        achieved_kl=1.01,
+        target_kl=1.0,
+        converged=True,
+        n_evals=3,
+        trace=[],
+        config={},
+        prompts_hash="x",
+    )
+    addition.update_meta(directory, calibration=calibration.as_meta())
+    assert calibrated_coeffs(str(directory)) == [-2.5, 0.0, 2.5]

@@ -123,13 +123,30 @@ def compact_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def calibrated_coeffs(directory: str) -> list[float]:
+    """(-c, 0, +c) from the calibration recorded by `steerlab calibrate` in DIR/intervention.json."""
+    from steerlab.calibrate import recorded_calibration
+    from steerlab.interventions import load_intervention
+
+    if not Path(directory).is_dir():
+        raise ValueError(f"--calibrated needs an intervention directory, got {directory!r}")
+    calibration = recorded_calibration(load_intervention(directory))
+    if calibration is None:
+        raise ValueError(
+            f"--calibrated: {directory}/intervention.json has no calibration; run "
+            f"`steerlab calibrate -i {directory}` first, or pass --coeffs"
+        )
+    magnitude = abs(float(calibration.coeff))
+    return [-magnitude, 0.0, magnitude]
+
+
 def _run(args: argparse.Namespace) -> int:
     from steerlab import __version__
     from steerlab.evals import evaluate, get_eval, summarise_eval
     from steerlab.models import load_model, model_info
 
     spec = get_eval(args.eval)
-    coeffs = parse_coeffs(args.coeffs)
+    coeffs = parse_coeffs(args.coeffs) if not args.calibrated else calibrated_coeffs(args.intervention)
     if 0.0 not in coeffs:
         coeffs = sorted([*coeffs, 0.0])
         print(
@@ -190,6 +207,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-e", "--eval", required=True, help="eval suite name (see `steerlab evals`)")
     parser.add_argument("--coeffs", default="-1,0,1", help="comma-separated coefficients (default -1,0,1)")
+    parser.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="evaluate at -c, 0, +c with the |c| recorded by `steerlab calibrate` (overrides --coeffs)",
+    )
     parser.add_argument("-o", "--output", required=True, help="output directory (rows.parquet, summary.json)")
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="eval option, repeatable (e.g. n_dilemmas=20)"
