@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from steerlab.atomic import atomic_directory
 from steerlab.commands.extract import parse_options
 
 ROWS_FILE = "rows.parquet"
@@ -72,22 +70,11 @@ def write_results(out: Path, table: Any, summary: dict[str, Any]) -> Path:
     """Write rows.parquet + summary.json into a temporary folder, then swap it into place."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_directory(out) as tmp:
         rows = table.copy()
         rows.attrs = {}
         rows.to_parquet(tmp / ROWS_FILE, index=False)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

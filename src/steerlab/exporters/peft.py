@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from steerlab.atomic import atomic_directory
 from steerlab.interventions import Intervention, InterventionError, LowRankDelta, WeightDelta
 
 DEFAULT_FULL_RANK = 64
@@ -170,8 +168,7 @@ def export_peft(
     total_norm = sum(float(intervention.dense(f"{m}.weight").double().pow(2).sum()) for m in energy)
     target = Path(out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    with atomic_directory(target) as tmp:
         config.save_pretrained(str(tmp))
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         report = PeftExportReport(
@@ -198,10 +195,6 @@ def export_peft(
         (tmp / "steerlab_export.json").write_text(
             json.dumps(provenance, indent=2, sort_keys=True, default=str)
         )
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
 
 
@@ -212,16 +205,6 @@ def _check_linear(model: nn.Module, delta: WeightDelta) -> None:
             raise InterventionError(
                 f"PEFT LoRA export needs nn.Linear modules; {name!r} belongs to {type(module).__name__}"
             )
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def logit_difference(

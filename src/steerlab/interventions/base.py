@@ -6,8 +6,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from steerlab.atomic import atomic_directory
 
 SCHEMA_VERSION = 1
 TENSORS_FILE = "intervention.safetensors"
@@ -100,22 +100,11 @@ class Intervention(ABC):
             "params": self.params(),
             "meta": self.meta,
         }
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-        try:
+        with atomic_directory(target) as tmp:
             save_file(tensors, str(tmp / TENSORS_FILE))
             (tmp / JSON_FILE).write_text(
                 json.dumps(document, indent=2, sort_keys=True, default=_json_default)
             )
-            old = None
-            if target.exists():
-                old = target.parent / f".{target.name}.old-{os.getpid()}"
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
     def update_meta(self, directory: str | Path, **updates: Any) -> None:
