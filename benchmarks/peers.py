@@ -8,9 +8,10 @@ Measures (printed as ratios steerlab / peer; targets >= 1.0):
 
 Peers run in this process (install them with `bash scripts/setup.sh --peers`; repeng 0.4.0 names
 ``np.float_`` in type hints only, aliased here for numpy 2). Rounds are interleaved and the median is
-reported, because the machine is shared: the load average is printed with the numbers.
+reported, because the machine is shared: the load average is printed with the numbers. Generation
+rounds rotate the order of the libraries, and each round's steerlab / peer ratio is printed as well.
 
-    .venv/bin/python benchmarks/peers.py [--n-pairs 32] [--rounds 3] [--threads 2] [--json out.json]
+    .venv/bin/python benchmarks/peers.py [--n-pairs 32] [--rounds 3] [--gen-rounds 7] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gen-rounds", type=int, default=7, help="rounds of the generation comparison")
     parser.add_argument(
         "--coeff", type=float, default=4.0, help="coefficient of the pca vector during generation"
     )
@@ -184,19 +186,25 @@ def main() -> None:
             out = model.generate(**encoded, **settings)
         return int((out.shape[1] - encoded.input_ids.shape[1]) * out.shape[0])
 
-    speed: dict[str, list[float]] = {"unsteered": [], "steerlab": [], "repeng": [], "steering-vectors": []}
-    gen_steerlab()  # warm-up
-    for _ in range(args.rounds):
-        runners = (
-            ("unsteered", gen_unsteered),
-            ("steerlab", gen_steerlab),
-            ("repeng", gen_repeng),
-            ("steering-vectors", gen_sv),
-        )
-        for name, fn in runners:
+    runners = [
+        ("unsteered", gen_unsteered),
+        ("steerlab", gen_steerlab),
+        ("repeng", gen_repeng),
+        ("steering-vectors", gen_sv),
+    ]
+    speed: dict[str, list[float]] = {name: [] for name, _ in runners}
+    for _, fn in runners:  # warm-up
+        fn()
+    for round_index in range(args.gen_rounds):  # the order rotates so no library always runs first
+        shift = round_index % len(runners)
+        for name, fn in runners[shift:] + runners[:shift]:
             seconds, tokens = timed(fn)
             speed[name].append(tokens / seconds)
     tokens_per_s = {name: statistics.median(values) for name, values in speed.items()}
+
+    def paired(peer: str) -> list[float]:
+        """steerlab / peer within each round: both ran back to back under the same machine load."""
+        return [ours / theirs for ours, theirs in zip(speed["steerlab"], speed[peer], strict=True)]
 
     load = os.getloadavg()
     report = {
@@ -212,6 +220,11 @@ def main() -> None:
             "repeng pca_diff / steerlab pca": extraction["repeng pca_diff"] / extraction["steerlab pca"],
         },
         "generation_tokens_per_s": tokens_per_s,
+        "generation_tokens_per_s_rounds": speed,
+        "generation_ratio_per_round_median": {
+            "steerlab / repeng": statistics.median(paired("repeng")),
+            "steerlab / steering-vectors": statistics.median(paired("steering-vectors")),
+        },
         "generation_ratio": {
             "steerlab / repeng": tokens_per_s["steerlab"] / tokens_per_s["repeng"],
             "steerlab / steering-vectors": tokens_per_s["steerlab"] / tokens_per_s["steering-vectors"],
@@ -230,7 +243,13 @@ def main() -> None:
     for name, value in tokens_per_s.items():
         print(f"  {name:24s} {value:8.1f}")
     for name, value in report["generation_ratio"].items():
-        print(f"  ratio {name}: {value:.2f}  (target >= 1.0)")
+        print(f"  ratio of medians {name}: {value:.3f}  (target >= 1.0)")
+    for peer in ("repeng", "steering-vectors"):
+        ratios = paired(peer)
+        print(
+            f"  per-round ratio steerlab / {peer}: median {statistics.median(ratios):.3f}, "
+            f"range {min(ratios):.3f}..{max(ratios):.3f} over {len(ratios)} rounds"
+        )
     for name, value in parity.items():
         print(f"  parity {name}: {value:.5f}")
     if args.json:

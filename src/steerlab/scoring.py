@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from steerlab.kv_cache import growing_cache
 from steerlab.models import model_device
 from steerlab.positions import generating, positions
 
@@ -285,8 +286,10 @@ def generate_ids(
         for batch_number, batch in enumerate(length_buckets([len(e) for e in encoded], max_batch, 1 << 30)):
             input_ids, mask = pad_left([encoded[i] for i in batch], pad, device)
             torch.manual_seed(generator_seed + batch_number)
+            cache = growing_cache(model)
+            extra = {"past_key_values": cache} if cache is not None else {}
             with generating(model, input_ids.shape[1]):
-                output = model.generate(input_ids=input_ids, attention_mask=mask, **settings)
+                output = model.generate(input_ids=input_ids, attention_mask=mask, **settings, **extra)
             new = output[:, input_ids.shape[1] :].tolist()
             for row, index in enumerate(batch):
                 ids = new[row]

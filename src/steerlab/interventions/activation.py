@@ -129,7 +129,7 @@ class ActivationAddition(LayerHookIntervention):
         self._prepared = {layer: v.to(device=device, dtype=dtype) for layer, v in self.vectors.items()}
 
     def edit(self, layer: int, hidden: torch.Tensor, coeff: float) -> torch.Tensor:
-        return hidden + coeff * self._prepared[layer]
+        return torch.add(hidden, self._prepared[layer], alpha=coeff)  # one fused op per layer and step
 
     def check_compatible(self, model: nn.Module) -> None:
         self._check_layers(model, {layer: v.numel() for layer, v in self.vectors.items()})
