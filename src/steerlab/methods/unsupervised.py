@@ -184,13 +184,15 @@ class MelboConfig(UnsupervisedConfig):
     """p, q: objective (sum_tokens ||dZ||^p)^(1/q); steps per vector; lr_scale: Adam step size as a fraction
     of R / sqrt(d); radius_factors: R sweep as multiples of the source layer's median token norm (the
     radius with the largest amplification (objective^(q/p) / R) wins); sweep_steps per sweep point.
-    Defaults (2 prompts, 8 vectors x 32 steps, 4 x 8 sweep steps) fit in 5 minutes on 2 busy CPU cores."""
+    Defaults (2 prompts, 8 vectors x 48 steps at lr_scale 0.2, 4 x 8 sweep steps) take ~1.5 min on 2 CPU
+    cores for smollm2-135m; on that model 48 steps at 0.2 reach the objective that 96 steps at 0.1 reach
+    (within 2%, three seeds), while 32 steps at 0.1 stop 25-55% short."""
 
     n_prompts: int = 2
     p: float = 2.0
     q: float = 1.0
-    steps: int = 32
-    lr_scale: float = 0.1
+    steps: int = 48
+    lr_scale: float = 0.2
     radius_factors: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
     sweep_steps: int = 8
 
