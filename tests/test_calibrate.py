@@ -97,6 +97,16 @@ def test_search_on_a_discontinuous_curve_stops_at_the_budget_with_the_closest_po
     assert any(2.9 < c < 3.0 for c in brackets)  # bisection fallback closed in on the jump
 
 
+def test_search_stops_at_a_jump_once_the_bracket_is_narrow():
+    kl_at, calls = counted(lambda c: 0.5 if c < 3.0 else 1.6)
+    point, trace, converged, note = find_coefficient(kl_at, CalibrationConfig(max_evals=40))
+    assert not converged and len(calls) < 40
+    assert "KL jumps from 0.5 to 1.6" in note
+    low, high = sorted(c for c in calls if 2.99 < c < 3.01)[:1], [c for c in calls if 3.0 <= c < 3.01]
+    assert low and high  # evaluated on both sides within 0.3% of the jump
+    assert point.kl == 0.5  # 0.5 below the target beats 0.6 above it
+
+
 def test_search_zero_effect_intervention_does_not_crash():
     kl_at, _ = counted(lambda c: 0.0)
     point, _, converged, note = find_coefficient(kl_at, CalibrationConfig(max_evals=5))
@@ -112,6 +122,7 @@ def test_search_zero_effect_intervention_does_not_crash():
         {"max_evals": 1},
         {"arms": "negative"},
         {"growth": 1.0},
+        {"min_bracket": 0.0},
     ],
 )
 def test_bad_config_names_the_field(bad):

@@ -14,7 +14,9 @@ The search runs in log space: bracket the target by doubling or halving ``c`` fr
 first KL is far off, from where ``KL ~ c^2`` places the target instead), then
 regula falsi with the Illinois modification on ``log KL`` vs ``log c`` (KL grows about as ``c^2``, so
 that line is nearly straight), falling back to bisection whenever the interpolant leaves the bracket.
-It stops when the KL is within ``tol`` nats of the target or after ``max_evals`` evaluations.
+It stops when the KL is within ``tol`` nats of the target, after ``max_evals`` evaluations, or when
+the bracket is narrower than ``min_bracket`` in log c: the KL of a greedy rollout is not continuous in
+c (a token of the rollout flips at some |c|), and no coefficient between two that close hits the target.
 
 Prompt interventions have no dose: their KL (persona prompt vs the plain prompt, same rollout) is
 measured and reported, and they are evaluated at ``c = -1, 0, +1``.
@@ -71,6 +73,7 @@ class CalibrationConfig:
     start: float = 1.0
     growth: float = 2.0
     power_law_guess: bool = True
+    min_bracket: float = 2e-3
     arms: str = "both"
     n_prompts: int | None = None
     max_batch: int = 16
@@ -84,6 +87,7 @@ class CalibrationConfig:
             (self.max_evals >= 2, f"max_evals must be >= 2, got {self.max_evals}"),
             (self.start > 0, f"start must be > 0, got {self.start}"),
             (self.growth > 1, f"growth must be > 1, got {self.growth}"),
+            (self.min_bracket > 0, f"min_bracket must be > 0, got {self.min_bracket}"),
             (self.arms in ARMS, f"arms must be one of {ARMS}, got {self.arms!r}"),
             (self.n_prompts is None or self.n_prompts >= 1, f"n_prompts must be >= 1, got {self.n_prompts}"),
         )
@@ -296,6 +300,13 @@ def find_coefficient(
     (a, fa), (b, fb) = lo, hi
     retained = 0  # +1: lo kept on the last step(s), -1: hi kept
     while len(trace) < config.max_evals:
+        if abs(b - a) < config.min_bracket:
+            low, high = (min(trace, key=lambda p, x=x: abs(math.log(p.coeff) - x)) for x in (a, b))
+            note = (
+                f"KL jumps from {low.kl:.3g} to {high.kl:.3g} between |c| = {low.coeff:.5g} and "
+                f"{high.coeff:.5g} (the greedy rollout changes there); took the point closer to the target"
+            )
+            return best(), trace, False, note
         x_new = b - fb * (b - a) / (fb - fa) if fb != fa else math.nan
         if not (math.isfinite(x_new) and min(a, b) < x_new < max(a, b)):
             x_new = 0.5 * (a + b)
