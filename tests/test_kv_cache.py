@@ -26,7 +26,9 @@ def _one_thread():
 
 
 def _states(generator: torch.Generator, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.randn(2, 3, length, 4, generator=generator), torch.randn(2, 3, length, 4, generator=generator)
+    return torch.randn(2, 3, length, 4, generator=generator), torch.randn(
+        2, 3, length, 4, generator=generator
+    )
 
 
 def test_appends_match_concatenation_across_regrowth():
