@@ -18,6 +18,8 @@ from steerlab.methods.weight_train import _loss, build_examples
 from steerlab.models import model_device
 from steerlab.scoring import encode, forward_logits, pad_left
 
+pytestmark = pytest.mark.integration
+
 SMALL = {
     "n_questions": 8,
     "max_new_tokens": 16,

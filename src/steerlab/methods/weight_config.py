@@ -170,12 +170,16 @@ class PissaSteeringConfig(_RankedConfig):
 class DeloraSteeringConfig(_RankedConfig):
     """DeLoRA (Bini et al. 2025): normalised low-rank update with a learned Frobenius bound lambda.
 
-    PEFT's docs advise a learning rate 10-100x that of LoRA; the default is 20x.
+    PEFT's docs advise a learning rate 10-100x that of LoRA; the default is 20x. PEFT starts B at zero
+    and normalises each rank-1 term, so after the first step every term has its full size lambda / r
+    (relative to the weight's column norms) in a still-random direction. PEFT's suggested lambda of 10-15
+    made that first step wreck smollm2-135m (training loss ~10 nats, calibrated c ~ 0.05); with 0.3
+    the validation loss stays within 2% of the base model's and the delta steers at c ~ 1.
     """
 
     family: ClassVar[str] = "delora"
     learning_rate: float = 1e-2
-    delora_lambda: float = 15.0
+    delora_lambda: float = 0.3
 
     def peft_config(self, targets: list[str], feedforward: list[str]) -> Any:
         from peft import DeloraConfig
@@ -185,10 +189,15 @@ class DeloraSteeringConfig(_RankedConfig):
 
 @dataclass
 class OftSteeringConfig(WeightSteeringConfig):
-    """OFT (Qiu et al. 2023): a learned block-diagonal rotation of the input side of each weight."""
+    """OFT (Qiu et al. 2023): a learned block-diagonal rotation of the input side of each weight.
+
+    On smollm2-135m (honesty, 64 questions, 3 epochs) 2e-3 wrecked the model in the first epoch
+    (validation loss 1.36 vs ~1.0, answer mass on Yes/No 0.076 -> 0.007 at c = -1) and 5e-4 still raised
+    the validation loss; 2e-4 keeps it flat while the delta steers.
+    """
 
     family: ClassVar[str] = "oft"
-    learning_rate: float = 2e-3
+    learning_rate: float = 2e-4
     block_size: int = 32
 
     def peft_config(self, targets: list[str], feedforward: list[str]) -> Any:
