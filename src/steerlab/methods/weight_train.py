@@ -11,6 +11,7 @@ import copy
 import inspect
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,7 +188,10 @@ def train_adapter(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tail_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
     torch.manual_seed(seed)
-    peft_model = get_peft_model(copy.deepcopy(model), config.peft_config(targets, feedforward))
+    # PEFT calls a transformers method deprecated in v5: a warning the user can do nothing about
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(copy.deepcopy(model), config.peft_config(targets, feedforward))
     initial = _initial_factors(peft_model, targets) if config.family == "pissa" else {}
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
