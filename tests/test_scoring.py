@@ -114,6 +114,29 @@ def test_batched_equals_single_and_keeps_input_order(model, tok):
     assert np.abs(shuffled.logprobs - single[permutation]).max() < 1e-4
 
 
+def test_lm_head_hook_is_removed_also_when_the_forward_raises(model, tok):
+    head = model.get_output_embeddings()
+    seen = []
+    probe = head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].is_contiguous()))
+    try:
+        score_choices(model, tok, _prompts(tok), "yes_no")
+        assert len(seen) > 1 and all(seen)  # the head ran on contiguous inputs (after steerlab's pre-hook)
+        assert not head._forward_pre_hooks  # and that pre-hook is gone
+
+        def fail(*_args):
+            raise RuntimeError("boom")
+
+        block = model.model.layers[0].register_forward_hook(fail)
+        try:
+            with pytest.raises(RuntimeError, match="boom"):
+                score_choices(model, tok, _prompts(tok), "yes_no")
+        finally:
+            block.remove()
+        assert not head._forward_pre_hooks
+    finally:
+        probe.remove()
+
+
 def test_progress_counts_every_row(model, tok):
     seen: list[int] = []
     score_choices(model, tok, _prompts(tok), "ab", max_batch=2, progress=seen.append)
