@@ -17,7 +17,8 @@ reproduce a published table's columns without any name branch in report.py.
 column's ``eval`` reads another eval of the same method (e.g. off-task KL beside an effect); ``field`` is a
 per-arm column (calibrated_c, calibrated_kl).
 Cells are "value [low, high]" (the mean over seeds and the envelope of their CIs); null-band methods show
-the mean [min, max] over vectors.
+the mean [min, max] over vectors. A table with ``by`` instead of ``columns`` is computed from the per-row
+tables (see `steerlab.report_rows`).
 """
 
 from __future__ import annotations
@@ -93,8 +94,10 @@ def declared_table(results: BenchResults, spec: dict[str, Any]) -> pd.DataFrame:
 def declared_tables_lines(results: BenchResults) -> list[str]:
     """Markdown for every ``[[report.tables]]`` of the run's config whose eval has results."""
     lines: list[str] = []
+    from steerlab.report_rows import row_group_table  # tables of per-row values grouped by a row column
+
     for spec in results.config.get("report", {}).get("tables", []):
-        table = declared_table(results, spec)
+        table = row_group_table(results, spec) if "by" in spec else declared_table(results, spec)
         if table.empty:
             continue
         lines += [f"## {spec.get('title', spec.get('eval'))}", ""]

@@ -169,9 +169,10 @@ def _ranking_test(
     top = _top_two(ranked)
     if len(top) < 2:
         return None, None
-    for index, t in enumerate(tests):
-        if {t["method"], t["vs"]} == set(top):
-            return t["test"], index
+    same = [i for i, t in enumerate(tests) if {t["method"], t["vs"]} == set(top)]
+    if same:  # prefer the test in the ranking's own direction (the p-value is two-sided either way)
+        index = next((i for i in same if tests[i]["method"] == top[0]), same[0])
+        return tests[index]["test"], index
     try:
         matrix = paired_seed_matrix(effects[top[0]], effects[top[1]])
     except ValueError:
