@@ -123,7 +123,9 @@ def test_ranking_test_is_a_member_of_the_holm_family(finished):
     lines = section.split("Holm-corrected")[1].splitlines()
     table = [ln for ln in lines if ln.startswith("| ") and "---" not in ln]
     header = [c.strip() for c in table[0].strip(" |").split(" | ")]
-    tests = [dict(zip(header, [c.strip() for c in ln.strip(" |").split(" | ")])) for ln in table[1:]]
+    tests = [
+        dict(zip(header, [c.strip() for c in ln.strip(" |").split(" | ")], strict=False)) for ln in table[1:]
+    ]
     assert tests and "Holm p" in header
     assert sum(r["ranking test"] == "yes" for r in tests) == 1  # mean_diff vs prompt-simple, counted once
     raw = [float(r["p"]) for r in tests]

@@ -39,7 +39,8 @@ def row_values(rows: pd.DataFrame, spec: dict[str, Any]) -> pd.Series:
         values = rows[expression].astype(float)
     else:
         try:
-            values = pd.Series(rows.eval(expression, engine="python"), index=rows.index, dtype=float)
+            evaluated: Any = rows.eval(expression, engine="python")
+            values = pd.Series(np.asarray(evaluated, dtype=float), index=rows.index)
         except Exception as error:  # noqa: BLE001 (any pandas parse/evaluation error: one line naming it)
             raise ValueError(
                 f"[[report.tables]] {spec.get('title', '')!r}: value {expression!r} is neither a per-row "
@@ -52,8 +53,8 @@ def row_values(rows: pd.DataFrame, spec: dict[str, Any]) -> pd.Series:
     if transform not in TRANSFORMS:
         raise ValueError(f"[[report.tables]] transform must be one of {list(TRANSFORMS)}, got {transform!r}")
     eps = float(spec.get("eps", 0.01))
-    p = values.clip(eps, 1 - eps)
-    return np.log(p / (1 - p))
+    p = values.clip(eps, 1 - eps).to_numpy(dtype=float)
+    return pd.Series(np.log(p / (1 - p)), index=values.index)
 
 
 def _cell(values: pd.Series) -> str:
@@ -78,10 +79,10 @@ def _plus_coeff(arm_rows: pd.DataFrame, calibrated: float, fixed: float | None) 
 def _calibrated_by_arm(results: BenchResults) -> dict[str, float]:
     frame = results.results.drop_duplicates(["method", "seed", "variant"])
     out: dict[str, float] = {}
-    for row in frame.itertuples(index=False):
-        variant = getattr(row, "variant")
-        parts = [str(row.method), f"s{row.seed}"] + ([] if pd.isna(variant) else [f"v{int(variant)}"])
-        out["-".join(parts)] = float(getattr(row, "calibrated_c"))
+    for row in frame.to_dict("records"):
+        variant: Any = row["variant"]
+        parts = [str(row["method"]), f"s{row['seed']}"] + ([] if pd.isna(variant) else [f"v{int(variant)}"])
+        out["-".join(parts)] = float(row["calibrated_c"])
     return out
 
 
