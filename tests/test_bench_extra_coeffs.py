@@ -124,3 +124,16 @@ def test_tiny_weight_steering_run_renders_alpha_one_columns(tmp_path):
                     assert cells[column["label"]], (row, column["label"])
     si = md[(md["metric"] == "si_k2") & (md["coeff"] == 1.0)]["value"].iloc[0]
     assert f"| mean_diff | {si:.3f} [" in text
+
+
+def test_cli_set_overrides_preset_keys():
+    from steerlab.bench import load_preset
+    from steerlab.commands.bench import apply_sets
+
+    config = apply_sets(load_preset("weight-steering"), ["model=tiny-test", "coefficients.extra=[0.5, 2]"])
+    assert config.model == "tiny-test" and config.extra_coefficients == [0.5, 2.0]
+    assert config.report["tables"] == load_preset("weight-steering").report["tables"]
+    with pytest.raises(ConfigError, match="extra must be a list of magnitudes"):
+        apply_sets(load_preset("weight-steering"), ["coefficients.extra=-1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_sets(load_preset("weight-steering"), ["model"])
