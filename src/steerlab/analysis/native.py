@@ -5,10 +5,13 @@
 - dora: direction-only change (magnitude held at the base row norms) vs the rest, and magnitude-only
   change (rows of W0 rescaled) vs the rest.
 - ia3: attention gates (k, v) vs MLP gates (down_proj).
-- delora (whole-delta reshapes, not splits): ``dir_only`` (per-tensor norms flattened to their RMS),
+- delora: poles and rank components (`steerlab.analysis.native_delora`); and whole-delta reshapes, not
+  splits: ``dir_only`` (per-tensor norms flattened to their RMS),
   ``mag_only`` (per-tensor norms kept, directions random), ``random_norm`` (directions kept, per-tensor
   norms permuted at random).
-OFT's rotation-derived part is not split yet (logged). Splits are checked by the caller: keep + drop == dW.
+- oft: the rotation-derived (skew) part vs the residual of the effective update
+  (`steerlab.analysis.native_oft`).
+Splits are checked by the caller: keep + drop == dW.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from steerlab.analysis import bases
 from steerlab.analysis.inputs import AblationInputError, Adapter
 from steerlab.interventions.weight import Delta, LowRankDelta
 
-__all__ = ["NativeSplit", "native_reshapes", "native_variants", "require_params"]
+__all__ = ["NativeSplit", "get_param", "module_of", "native_reshapes", "native_variants", "require_params"]
 
 log = logging.getLogger("steerlab.analysis.native")
 
@@ -60,6 +63,14 @@ def _get(params: dict[str, torch.Tensor], key: str, adapter: Adapter) -> torch.T
     if key not in params:
         raise AblationInputError(f"{adapter.source or adapter.label}: adapters.safetensors lacks {key!r}")
     return params[key].float()
+
+
+def get_param(adapter: Adapter, key: str) -> torch.Tensor:
+    """One saved adapter parameter (float32); a missing key is a one-line error naming the directory."""
+    return _get(adapter.params, key, adapter)
+
+
+module_of = _module
 
 
 def _lora_components(adapter: Adapter, pole: str, name: str) -> list[LowRankDelta]:
@@ -214,8 +225,15 @@ def native_variants(adapter: Adapter, model: nn.Module, info: Mapping[str, Any])
                 "ia3_mlp_gates_only",
             )
         ]
-    if family != "delora":
-        log.warning("%s: no family-native split for adapter family %r yet", adapter.label, family)
+    if family == "delora":
+        from steerlab.analysis.native_delora import delora_splits
+
+        return delora_splits(adapter, model)
+    if family == "oft":
+        from steerlab.analysis.native_oft import oft_splits
+
+        return oft_splits(adapter, model)
+    log.warning("%s: no family-native split for adapter family %r yet", adapter.label, family)
     return []
 
 
