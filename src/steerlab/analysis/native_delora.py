@@ -45,9 +45,7 @@ def delora_components(
     a_norm = a.norm(dim=1).clamp(min=NORM_FLOOR)
     b_norm = b.norm(dim=0).clamp(min=NORM_FLOOR)
     scale = lam / r / (a_norm * b_norm)
-    parts = [
-        LowRankDelta(b[:, j : j + 1] * scale[j], a[j : j + 1] * w_norm[None, :]) for j in range(r)
-    ]
+    parts = [LowRankDelta(b[:, j : j + 1] * scale[j], a[j : j + 1] * w_norm[None, :]) for j in range(r)]
     return sorted(parts, key=lambda p: -bases.energy(p))
 
 
@@ -77,9 +75,10 @@ def delora_splits(adapter: Adapter, model: nn.Module) -> list[NativeSplit]:
         found = {pole: components(pole, name) for pole in ("positive", "negative")}
         if name not in checked:
             shape = bases.dense_of(delta).shape
-            rebuilt = _signed_sum(found["positive"], 1.0, shape).dense() - _signed_sum(
-                found["negative"], 1.0, shape
-            ).dense()
+            rebuilt = (
+                _signed_sum(found["positive"], 1.0, shape).dense()
+                - _signed_sum(found["negative"], 1.0, shape).dense()
+            )
             check_reproduces(f"{where}: {name}", delta, rebuilt, weights[name].detach().float().cpu())
             checked.add(name)
         return found
@@ -105,7 +104,12 @@ def delora_splits(adapter: Adapter, model: nn.Module) -> list[NativeSplit]:
             "poles", "adapter_poles", "pole_positive", positive, "positive_pole_only", "negative_pole_only"
         ),
         NativeSplit(
-            "rank_top1", "adapter_rank", "rankcomp_top1", top(lambda r: 1), "rankcomp_top1", "rankcomp_top1_residual"
+            "rank_top1",
+            "adapter_rank",
+            "rankcomp_top1",
+            top(lambda r: 1),
+            "rankcomp_top1",
+            "rankcomp_top1_residual",
         ),
         NativeSplit(
             "rank_tophalf",

@@ -48,10 +48,8 @@ def _default_neumann_terms() -> int:
     """PEFT's OFTConfig defaults (for parameters saved before steerlab recorded the setting)."""
     from peft import OFTConfig
 
-    fields = OFTConfig.__dataclass_fields__
-    if not fields["use_cayley_neumann"].default:
-        return 0
-    return int(fields["num_cayley_neumann_terms"].default)
+    defaults = OFTConfig()
+    return int(defaults.num_cayley_neumann_terms) if defaults.use_cayley_neumann else 0
 
 
 def _skew(vectors: torch.Tensor, block_size: int) -> torch.Tensor:
