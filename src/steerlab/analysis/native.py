@@ -28,8 +28,17 @@ from torch import nn
 from steerlab.analysis import bases
 from steerlab.analysis.inputs import AblationInputError, Adapter
 from steerlab.interventions.weight import Delta, LowRankDelta
+from steerlab.registry import Registry
 
-__all__ = ["NativeSplit", "get_param", "module_of", "native_reshapes", "native_variants", "require_params"]
+__all__ = [
+    "NATIVE_SPLITS",
+    "NativeSplit",
+    "get_param",
+    "module_of",
+    "native_reshapes",
+    "native_variants",
+    "require_params",
+]
 
 log = logging.getLogger("steerlab.analysis.native")
 
@@ -197,6 +206,43 @@ def _dora_splits(adapter: Adapter, model: nn.Module) -> list[NativeSplit]:
     ]
 
 
+SplitMaker = Callable[[Adapter, nn.Module, Mapping[str, Any]], list[NativeSplit]]
+NATIVE_SPLITS: Registry[SplitMaker] = Registry("family-native split")
+"""Adapter family -> the function building its native splits (a family without one gets none, logged)."""
+
+
+def _ia3_splits(adapter: Adapter, model: nn.Module, info: Mapping[str, Any]) -> list[NativeSplit]:
+    def gates(name: str, delta: Delta) -> tuple[Delta, Delta]:
+        zero = bases.dense_of(delta) * 0.0
+        return (delta, zero) if getattr(info[name], "role", "") in ATTENTION_ROLES else (zero, delta)
+
+    return [
+        NativeSplit(
+            "ia3_gates", "ia3", "ia3_attention_gates", gates, "ia3_attention_gates_only", "ia3_mlp_gates_only"
+        )
+    ]
+
+
+def _delora(adapter: Adapter, model: nn.Module, info: Mapping[str, Any]) -> list[NativeSplit]:
+    from steerlab.analysis.native_delora import delora_splits
+
+    return delora_splits(adapter, model)
+
+
+def _oft(adapter: Adapter, model: nn.Module, info: Mapping[str, Any]) -> list[NativeSplit]:
+    from steerlab.analysis.native_oft import oft_splits
+
+    return oft_splits(adapter, model)
+
+
+NATIVE_SPLITS.add("lora", lambda adapter, model, info: _lora_splits(adapter))
+NATIVE_SPLITS.add("pissa", lambda adapter, model, info: _lora_splits(adapter))
+NATIVE_SPLITS.add("dora", lambda adapter, model, info: _dora_splits(adapter, model))
+NATIVE_SPLITS.add("ia3", _ia3_splits)
+NATIVE_SPLITS.add("delora", _delora)
+NATIVE_SPLITS.add("oft", _oft)
+
+
 def native_variants(adapter: Adapter, model: nn.Module, info: Mapping[str, Any]) -> list[NativeSplit]:
     """The family-native splits of `adapter` (requires its adapter parameters)."""
     require_params(adapter)
@@ -204,37 +250,10 @@ def native_variants(adapter: Adapter, model: nn.Module, info: Mapping[str, Any])
     if isinstance(config, dict) and config.get("bisector"):
         log.warning("%s: bisector-mode delta; family-native splits are skipped", adapter.label)
         return []
-    family = adapter.family
-    if family in ("lora", "pissa"):
-        return _lora_splits(adapter)
-    if family == "dora":
-        return _dora_splits(adapter, model)
-    if family == "ia3":
-
-        def gates(name: str, delta: Delta) -> tuple[Delta, Delta]:
-            zero = bases.dense_of(delta) * 0.0
-            return (delta, zero) if getattr(info[name], "role", "") in ATTENTION_ROLES else (zero, delta)
-
-        return [
-            NativeSplit(
-                "ia3_gates",
-                "ia3",
-                "ia3_attention_gates",
-                gates,
-                "ia3_attention_gates_only",
-                "ia3_mlp_gates_only",
-            )
-        ]
-    if family == "delora":
-        from steerlab.analysis.native_delora import delora_splits
-
-        return delora_splits(adapter, model)
-    if family == "oft":
-        from steerlab.analysis.native_oft import oft_splits
-
-        return oft_splits(adapter, model)
-    log.warning("%s: no family-native split for adapter family %r yet", adapter.label, family)
-    return []
+    if adapter.family not in NATIVE_SPLITS:
+        log.warning("%s: no family-native split for adapter family %r yet", adapter.label, adapter.family)
+        return []
+    return NATIVE_SPLITS.get(adapter.family)(adapter, model, info)
 
 
 def native_reshapes(adapter: Adapter, generator: torch.Generator) -> dict[str, dict[str, Delta]]:
