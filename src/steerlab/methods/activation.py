@@ -36,7 +36,8 @@ class ActivationConfig:
     layer_range: depth fractions (low, high); the first and last two blocks are never chosen.
     token_position: 'last' (last prompt token, CAA / repeng) or 'mean_response' (mean over the
       assistant-prefix tokens).
-    n_pairs: contrast pairs drawn from the behaviour (None = its whole pool).
+    n_pairs: contrast pairs drawn from the behaviour (None = its whole pool); with source='scenarios' a cap
+      (a seeded sample when the trait has more; never repeated).
     use_suffixes: give each question an assistant-response opening (repeng-style) when the behaviour has them.
     max_batch: prompts per forward pass.
     positions: where the intervention acts at run time ('all', 'prompt' or 'generated').
