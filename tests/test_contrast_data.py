@@ -140,13 +140,14 @@ def test_cli_extract_from_scenarios(tok, tmp_path, capsys):
     tok.save_pretrained(model_dir)
     out = tmp_path / "iv"
 
-    def args(behavior: str, output: Path) -> list[str]:
-        return ["extract", "-m", str(model_dir), "-b", behavior, "--method", "mean_diff", "-o", str(output),
+    def args(behavior: str, output: Path, model: Path = model_dir) -> list[str]:
+        return ["extract", "-m", str(model), "-b", behavior, "--method", "mean_diff", "-o", str(output),
                 "--set", "source=scenarios", "--set", "layers=[1]"]  # fmt: skip
 
     assert main(args("sycophancy", out)) == 0
     assert load_intervention(out).meta["scenario_trait"] == "sycophancy"
-    assert main(args("honesty", tmp_path / "bad")) != 0
+    # checked before the model loads: the model path below does not exist, and the error is about the trait
+    assert main(args("honesty", tmp_path / "bad", tmp_path / "no-such-model")) != 0
     assert not (tmp_path / "bad").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert "'honesty' is not a built-in trait" in err[-1]

@@ -94,3 +94,10 @@ def source_record(behavior: Any, config: Any, method: str) -> dict[str, Any]:
 
     trait = get_trait(_trait_of(behavior, config, method))
     return {"contrast_source": source, "scenario_trait": trait.name, "scenario_file": trait.source}
+
+
+def check_contrast_data(behavior: Any, config: Any, method: str) -> None:
+    """Fail now (before a model loads) when ``config`` asks for scenarios that do not exist; a no-op for
+    configs without a ``source`` option and for persona pairs."""
+    if getattr(config, "source", None) == "scenarios":
+        scenario_pairs(_trait_of(behavior, config, method), config.n_pairs, 0, method)
