@@ -29,7 +29,6 @@ from typing import Any
 import pandas as pd
 
 from steerlab.bench.plan import Unit, digest
-from steerlab.bench.store import UnitStore
 
 __all__ = [
     "BASELINE_KIND",
