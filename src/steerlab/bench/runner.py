@@ -284,7 +284,8 @@ def _run_locked(
         "ran": len(result.ran),
         "reused": len(result.reused),
         "failed": result.failed,
-        "status": status,
+        "status": {name: state for name, state in status.items() if name not in driver.extra},
+        "shared": {name: status.get(name, "unused") for name in sorted(driver.extra)},  # c = 0 baselines
     }
     write_atomic(out / "run.json", dump_json(run_info))
     assemble(out, config.as_dict(), plan_units=[u.describe() for u in plan], status=status)
