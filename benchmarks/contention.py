@@ -47,6 +47,10 @@ print(json.dumps({"score_s": scored - started, "generate_s": done - scored, "thr
 """
 
 
+def _load(values: tuple[float, float, float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values) + " (1 / 5 / 15 min)"
+
+
 def _burn(stop_at: float) -> None:
     """A CPU-bound competitor: pure Python arithmetic until `stop_at`."""
     x = 0
@@ -82,7 +86,9 @@ def main() -> None:
     args = parser.parse_args()
     cores = available_cores()
     counts = [int(c) for c in args.competitors.split(",")]
+    load_before = os.getloadavg()
     print(f"cores {cores}, threads {args.threads}, OMP_WAIT_POLICY {args.policy}, model {args.model}")
+    print(f"load average before: {_load(load_before)} (the competitors below add to it)", flush=True)
     best: dict[int, dict[str, float]] = {}
     for _ in range(args.rounds):
         for k in counts:
@@ -112,6 +118,10 @@ def main() -> None:
             f"{fair:>5.2f}x {slowdown / fair:>5.2f}"
         )
     print("target: ratio (slowdown / fair-share slowdown) <= 1.3; a competitor keeps every core busy")
+    print(
+        f"load average before: {_load(load_before)}, after: {_load(os.getloadavg())} "
+        "(a 1-min load above the cores before the run means the 'alone' figure was not alone)"
+    )
 
 
 if __name__ == "__main__":

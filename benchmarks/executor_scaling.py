@@ -14,6 +14,7 @@ machine pass --gpus to give each worker one GPU.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import tempfile
@@ -62,6 +63,10 @@ def overheads(log: str) -> tuple[list[float], list[float]]:
     return over, compute
 
 
+def _load(values: tuple[float, float, float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values) + " (1 / 5 / 15 min)"
+
+
 def run(config: Any, out: Path, workers: int, gpus: bool, model: Any, tok: Any) -> tuple[float, str]:
     from steerlab.bench import run_bench
 
@@ -103,6 +108,8 @@ def main() -> None:
             return parse_config(SMOKE, "smoke.toml")
         return load_config(args.config) if args.config else load_preset(args.preset)
 
+    load_before = os.getloadavg()
+    print(f"load average before: {_load(load_before)}", flush=True)
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="steerlab-scaling-"))
     timings = {}
@@ -121,6 +128,10 @@ def main() -> None:
         f"speed-up 2 vs 1 workers: {timings[1] / timings[2]:.2f}x (target >= 1.6x on 2 cores; overhead < 5%)"
     )
     print(f"outputs: {root}")
+    print(
+        f"load average before: {_load(load_before)}, after: {_load(os.getloadavg())} "
+        f"({os.cpu_count()} cores; a 1-min load above the cores during the run means other jobs competed)"
+    )
 
 
 if __name__ == "__main__":

@@ -58,3 +58,67 @@ def test_base_rows_are_scored_once_and_arm_tables_match_a_full_evaluation(model,
         parse_config(CONFIG, "t.toml"), out, resume=True, model=model, tokenizer=tok, render=False
     )
     assert again.ran == [] and not again.failed
+
+
+TWO_BASELINES = (
+    """
+model = "tiny"
+behavior = "honesty"
+methods = ["prompt-simple", "mean_diff"]
+evals = ["sycophancy-claims", "ai-risk-ab", "off-task"]
+n_boot = 100
+"""
+    + TINY_CALIBRATION_TOML
+    + """[method_options.mean_diff]
+n_pairs = 4
+[eval_options.sycophancy-claims]
+split = "train"
+[eval_options.ai-risk-ab]
+n_per_file = 3
+[eval_options.off-task]
+n_tokens = 3
+"""
+)
+
+
+def test_attach_baselines_puts_each_distinct_baseline_once_before_its_first_reader():
+    from steerlab.bench.baseline import BaselineUnit, attach_baselines
+    from steerlab.bench.plan import build_plan
+
+    config = parse_config(TWO_BASELINES, "t.toml")
+    plan = build_plan(config)
+    work, baselines = attach_baselines(config, plan, lambda _b: False)
+    assert sorted(b.eval for b in baselines) == ["ai-risk-ab", "sycophancy-claims"]  # off-task opts out
+    assert [u.name for u in work if not isinstance(u, BaselineUnit)] == [u.name for u in plan]
+    names = [u.name for u in work]
+    for unit in work:
+        if unit.kind == "eval" and unit.eval != "off-task":
+            base = unit.depends[1]
+            assert base.startswith(f"base-{unit.eval}-") and names.index(base) < names.index(unit.name)
+        elif unit.kind == "eval":
+            assert len(unit.depends) == 1
+    assert len(names) == len(set(names)) == len(plan) + 2
+    stored = {baselines[0].name}
+    again, _ = attach_baselines(config, plan, lambda b: b.name in stored)
+    assert baselines[0].name not in [u.name for u in again]  # already stored: read, not recomputed
+    assert sum(baselines[0].name in u.depends for u in again) == 2  # still an input of its two evals
+
+
+def test_each_baseline_is_scored_once_and_a_resume_rescored_none(model, tok, tmp_path):
+    from steerlab.bench.baseline import SCORING_NOTE, SHARED_ROWS_NOTE
+
+    out = tmp_path / "out"
+    config = parse_config(TWO_BASELINES, "t.toml")
+    result = run_bench(config, out, model=model, tokenizer=tok, render=False)
+    assert not result.failed, result.failed
+    log = (out / "bench.log").read_text()
+    assert log.count(SCORING_NOTE) == 2 and log.count(SHARED_ROWS_NOTE) == 4
+    assert log.count("done ") == len(result.ran)  # the baselines are not units of the plan
+    shared = sorted(p.name for p in (out / SHARED_DIR / BASELINE_KIND).iterdir())
+    assert [name.rsplit("-", 1)[0] for name in shared] == ["base-ai-risk-ab", "base-sycophancy-claims"]
+    wider = parse_config(TWO_BASELINES.replace('"mean_diff"]', '"mean_diff", "random"]'), "t.toml")
+    again = run_bench(wider, out, resume=True, model=model, tokenizer=tok, render=False)
+    assert not again.failed and again.ran and set(again.reused) == set(result.ran)
+    log = (out / "bench.log").read_text()
+    readers = [n for n in result.ran + again.ran if "-s0-" in n and ("-sycophancy-" in n or "-ai-risk-" in n)]
+    assert log.count(SCORING_NOTE) == 2 and log.count(SHARED_ROWS_NOTE) == len(readers) > 4

@@ -208,3 +208,51 @@ def test_a_kind_needing_the_whole_cluster_still_gets_placed(cluster, tiny, local
     pd.testing.assert_frame_equal(  # the calibrate actor ran 2 threads: equal up to float summation order
         _results(out), local[local["method"] == "mean_diff"].reset_index(drop=True), rtol=1e-4, atol=1e-6
     )
+
+
+TWO_BASELINES = (
+    TINY.replace(
+        'methods = ["prompt-simple", "mean_diff", "random"]\nevals = ["sycophancy-claims"]',
+        'methods = ["prompt-simple", "mean_diff"]\nevals = ["sycophancy-claims", "ai-risk-ab"]',
+    ).split("[null]")[0]
+    + "[method_options.mean_diff]\nn_pairs = 4\n[eval_options.ai-risk-ab]\nn_per_file = 3\n"
+)
+
+
+def test_each_shared_baseline_is_computed_once_on_a_worker(cluster, tiny, tmp_path):
+    """Two evals that share c = 0 rows, two arms each: two baseline computations in all (not one per
+    worker or per arm), on Ray workers, written once into OUT/shared by the driver, same rows as local."""
+    from steerlab.bench.baseline import BASELINE_KIND, SCORING_NOTE, SHARED_DIR, SHARED_ROWS_NOTE
+
+    assert "ai-risk-ab" in TWO_BASELINES and "random" not in TWO_BASELINES
+    with torch_threads(1):
+        local = run_bench(
+            parse_config(TWO_BASELINES, "t.toml"),
+            tmp_path / "local",
+            model=tiny[0],
+            tokenizer=tiny[1],
+            render=False,
+        )
+    result = run_bench(
+        parse_config(RAY + TWO_BASELINES, "t.toml"),
+        tmp_path / "ray",
+        model=tiny[0],
+        tokenizer=tiny[1],
+        render=False,
+    )
+    assert not local.failed and not result.failed and sorted(result.ran) == sorted(local.ran)
+    log = (tmp_path / "ray" / "bench.log").read_text()
+    assert log.count(SCORING_NOTE) == 2 and log.count(SHARED_ROWS_NOTE) == 4  # 2 baselines, 4 readers
+    workers = {line.split(" on pid ")[1].split()[0] for line in log.splitlines() if "computed base-" in line}
+    assert workers and str(os.getpid()) not in workers  # computed on Ray workers, not in the driver
+    shared = {
+        run: {
+            p.name: pd.read_parquet(p / "rows.parquet")
+            for p in (tmp_path / run / SHARED_DIR / BASELINE_KIND).iterdir()
+        }
+        for run in ("local", "ray")
+    }
+    assert sorted(shared["ray"]) == sorted(shared["local"]) and len(shared["ray"]) == 2
+    for name, rows in shared["local"].items():
+        pd.testing.assert_frame_equal(shared["ray"][name], rows)
+    pd.testing.assert_frame_equal(_results(tmp_path / "ray"), _results(tmp_path / "local"))

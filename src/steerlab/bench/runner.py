@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from steerlab.atomic import dump_json, write_atomic
+from steerlab.bench.baseline import SHARED_DIR, attach_baselines
 from steerlab.bench.config import BenchConfig, dump_toml, validate_names
 from steerlab.bench.lock import check_bench_out, hold_output_lock, mark_killed_runs
 from steerlab.bench.plan import Unit, build_plan, data_record
@@ -51,13 +52,26 @@ class _Driver:
         self.config, self.store, self.progress = config, store, progress
         self.model, self.tokenizer = model, tokenizer
         self.units: dict[str, Unit] = {}
+        self.shared = UnitStore(store.root.parent / SHARED_DIR)
+        self.extra: set[str] = set()  # units outside the plan (shared baselines): in OUT/shared, not counted
         self.status: dict[str, str] = {}
         self.result: BenchResult | None = None
         self._started: dict[str, float] = {}
 
     def unit_dir(self, name: str) -> Path:
         unit = self.units[name]
-        return self.store.path(unit.kind, unit.name)
+        return self._store_of(unit).path(unit.kind, unit.name)
+
+    def _store_of(self, unit: Unit) -> UnitStore:
+        return self.shared if unit.name in self.extra else self.store
+
+    def add_extra(self, units: Sequence[Unit]) -> None:
+        """Register units outside the plan (shared baselines); those already stored count as done."""
+        for unit in units:
+            self.units[unit.name] = unit
+            self.extra.add(unit.name)
+            if self.shared.record(unit.kind, unit.name, unit.key) is not None:
+                self.status[unit.name] = "done"
 
     def inputs(self, unit: Unit) -> dict[str, Path]:
         return {name: self.unit_dir(name) for name in unit.depends}
@@ -65,7 +79,10 @@ class _Driver:
     def begin(self, unit: Unit) -> None:
         self.status[unit.name] = "running"
         self._started[unit.name] = time.time()
-        self.progress.start(unit)
+        if unit.name in self.extra:
+            self.progress.log(f"start {unit.kind} {unit.name} (shared by every arm)")
+        else:
+            self.progress.start(unit)
 
     def requeue(self, unit: Unit, reason: str) -> None:
         self.status.pop(unit.name, None)
@@ -73,10 +90,14 @@ class _Driver:
         self.progress.requeue(unit, reason)
 
     def publish(self, unit: Unit, write: Callable[[Path], None]) -> None:
-        with self.store.writing(unit.kind, unit.name, unit.key, unit.inputs) as tmp:
+        with self._store_of(unit).writing(unit.kind, unit.name, unit.key, unit.inputs) as tmp:
             write(tmp)
         assert self.result is not None
         self.status[unit.name] = "done"
+        if unit.name in self.extra:
+            seconds = time.time() - self._started.pop(unit.name, time.time())
+            self.progress.log(f"shared {unit.kind} {unit.name} ready in {seconds:.1f}s")
+            return
         self.result.ran.append(unit.name)
         self.progress.finish(unit, time.time() - self._started.pop(unit.name, time.time()))
 
@@ -86,6 +107,9 @@ class _Driver:
         self.result.failed[unit.name] = error
         if detail:
             self.progress.log(detail)
+        if unit.name in self.extra:
+            self.progress.log(f"FAIL  {unit.kind} {unit.name}: {error}")
+            return
         self.progress.fail(unit, error)
 
     def block(self, unit: Unit, needs: Sequence[str]) -> None:
@@ -181,7 +205,7 @@ def _run_locked(
         "pid": os.getpid(),
     }
     history = _start_history(out, resume, run_entry)
-    for removed in driver.store.clean_partial():
+    for removed in [*driver.store.clean_partial(), *driver.shared.clean_partial()]:
         progress.log(f"removed partial unit {removed}")
     write_atomic(out / "config.toml", dump_toml(config.as_dict()))
     write_atomic(out / "plan.json", dump_json({"units": [u.describe() for u in plan]}))
@@ -202,7 +226,12 @@ def _run_locked(
         pending.append(unit)
     if pending:
         progress.log(f"executor {config.executor}: {len(pending)} units to run")
-        executor.run(pending, driver)
+        # each distinct c = 0 baseline the evals read runs once, as a unit of its own, before them
+        work, baselines = attach_baselines(
+            config, pending, lambda b: driver.shared.record(b.kind, b.name, b.key) is not None
+        )
+        driver.add_extra(baselines)
+        executor.run(work, driver)
     for unit in pending:  # an executor must resolve every unit; anything left is a bug, not silence
         if status.get(unit.name) not in ("done", "failed", "blocked"):
             driver.fail(unit, f"executor {config.executor!r} returned without running this unit")
@@ -255,7 +284,8 @@ def _run_locked(
         "ran": len(result.ran),
         "reused": len(result.reused),
         "failed": result.failed,
-        "status": status,
+        "status": {name: state for name, state in status.items() if name not in driver.extra},
+        "shared": {name: status.get(name, "unused") for name in sorted(driver.extra)},  # c = 0 baselines
     }
     write_atomic(out / "run.json", dump_json(run_info))
     assemble(out, config.as_dict(), plan_units=[u.describe() for u in plan], status=status)

@@ -9,7 +9,6 @@ atomic `UnitStore`. Details of a running unit (a calibration step, a selection s
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 from steerlab.atomic import dump_json
 from steerlab.bench.config import BenchConfig
 from steerlab.bench.plan import Unit
-from steerlab.bench.store import UnitStore
 
 __all__ = ["INTERVENTION_DIR", "UnitWorker", "dump_json", "load_bench_model"]
 
@@ -52,11 +50,9 @@ class UnitWorker:
         model: Any = None,
         tokenizer: Any = None,
         note: Note | None = None,
-        store: UnitStore | None = None,
     ) -> None:
         self.config = config
         self._model, self._tokenizer = model, tokenizer
-        self._store = store
         self._fingerprint: float | None = None
         self.note: Note = note or (lambda _message: None)
 
@@ -65,17 +61,6 @@ class UnitWorker:
             self.note(f"loading model {self.config.model!r}")
             self._model, self._tokenizer = load_bench_model(self.config)
         return self._model, self._tokenizer
-
-    def shared_store(self) -> UnitStore:
-        """Whose sibling ``shared/`` folder caches by-products shared across units (the c = 0 baseline rows).
-
-        The local executor passes the run's own store (OUT/shared, reused on --resume); a worker elsewhere
-        gets a private scratch store, so it never writes OUT: it recomputes the baseline once per worker.
-        """
-        if self._store is None:
-            self._scratch = tempfile.TemporaryDirectory(prefix="steerlab-shared-")
-            self._store = UnitStore(Path(self._scratch.name) / "units")
-        return self._store
 
     def _weights_sum(self) -> float:
         import torch
@@ -191,8 +176,17 @@ class UnitWorker:
             self.note(f"calibrate {unit.label}: NOT converged: {result.note}")
         _write(out / "calibration.json", dump_json(result.as_meta()))
 
+    def _baseline(self, unit: Unit, inputs: Mapping[str, Path], out: Path) -> None:
+        """The unsteered model's rows of one eval, computed once per run and read by every arm."""
+        from steerlab.bench.baseline import SCORING_NOTE, score_baseline
+
+        model, tok = self.model()
+        name = str(unit.eval)
+        self.note(f"{SCORING_NOTE} {name}, once for every arm")
+        score_baseline(model, tok, self.config, name, dict(self.config.eval_options.get(name, {})), out)
+
     def _eval(self, unit: Unit, inputs: Mapping[str, Path], out: Path) -> None:
-        from steerlab.bench.baseline import evaluate_sharing_zero
+        from steerlab.bench.baseline import SHARED_ROWS_NOTE, evaluate_sharing_zero
         from steerlab.bench.extra_coeffs import main_table, merge_extra_summaries, with_extra
         from steerlab.bench.ladder import ladder_from_meta, summarise_levels
         from steerlab.bench.plan import check_data_unchanged
@@ -214,8 +208,12 @@ class UnitWorker:
         scored, added = with_extra(
             coeffs, self.config.extra_coefficients, intervention_has_dose(intervention)
         )
+        # the second dependency, when there is one, is the shared c = 0 baseline (bench/baseline.py)
+        baseline = inputs[unit.depends[1]] if len(unit.depends) > 1 else None
+        if baseline is not None:
+            self.note(f"{unit.label}: {SHARED_ROWS_NOTE} {unit.depends[1]}")
         table = evaluate_sharing_zero(
-            self.shared_store(), self.config, unit.inputs, model, tok, intervention, scored, options
+            baseline, self.config, unit.inputs, model, tok, intervention, scored, options
         )
         check_data_unchanged(unit, table.attrs.get("data"))  # never store results under another data's key
         main = main_table(table, coeffs) if added else table

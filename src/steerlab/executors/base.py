@@ -39,9 +39,7 @@ class UnitDriver(Protocol):
     """What the bench driver offers an executor; every durable write goes through it."""
 
     config: BenchConfig
-    store: (
-        UnitStore  # OUT/units: the executor reads input units through `inputs`; only local shares OUT/shared
-    )
+    store: UnitStore  # OUT/units: an executor reads input units (shared baselines too) through `inputs`
     model: Any
     tokenizer: Any
     status: dict[str, str]

@@ -26,9 +26,7 @@ class LocalExecutor:
         self.options = options or LocalOptions()
 
     def run(self, units: Sequence[Unit], driver: UnitDriver) -> None:
-        worker = UnitWorker(
-            driver.config, driver.model, driver.tokenizer, note=driver.note, store=driver.store
-        )
+        worker = UnitWorker(driver.config, driver.model, driver.tokenizer, note=driver.note)
         driver.set_parallelism(1)
         for unit in units:
             needs = blockers(unit, driver.status)

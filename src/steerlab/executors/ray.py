@@ -1,8 +1,9 @@
 """The `ray` executor: a bench plan's units on a Ray cluster, independent units in parallel.
 
 Each resource profile (``num_cpus``/``num_gpus``/``memory`` per unit kind, overridable in
-``[executor_options.resources]``) gets a pool of actors; an actor loads the model once and serves many
-units (one actor per model and device, not one load per unit). A unit is sent to an idle actor as soon
+``[executor_options.resources]``; a shared c = 0 baseline takes the eval kind's unless given its own)
+gets a pool of actors; an actor loads the model once and serves many units (one actor per model and
+device, not one load per unit). A unit is sent to an idle actor as soon
 as every unit it reads is done; its input units' files travel with it and its own files come back as
 bytes, so the driver alone writes OUT (through the same atomic store as `local`) and OUT may live on
 storage the workers never see. A worker that dies mid-unit (killed, out of memory) is replaced and the
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlab.bench.baseline import BASELINE_KIND
 from steerlab.bench.config import BenchConfig
 from steerlab.bench.plan import KINDS, Unit
 from steerlab.executors.base import (
@@ -62,8 +64,9 @@ class RayOptions:
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         for kind, request in self.resources.items():
-            if kind not in KINDS:
-                raise ValueError(f"resources.{kind}: unknown unit kind; kinds: {', '.join(KINDS)}")
+            if kind not in (*KINDS, BASELINE_KIND):
+                kinds = ", ".join((*KINDS, BASELINE_KIND))
+                raise ValueError(f"resources.{kind}: unknown unit kind; kinds: {kinds}")
             for key in request:
                 if key not in RESOURCE_KEYS:
                     raise ValueError(f"resources.{kind}.{key}: expected one of {', '.join(RESOURCE_KEYS)}")
@@ -171,6 +174,8 @@ class _Scheduler:
         self.cluster = {k: float(v) for k, v in ray.cluster_resources().items()}
         self.base = base = default_resources(driver.config, self.cluster)
         self.requests = {kind: {**base, **options.resources.get(kind, {})} for kind in KINDS}
+        # a shared c = 0 baseline is eval work: it runs on the eval actors unless given resources of its own
+        self.requests[BASELINE_KIND] = {**self.requests["eval"], **options.resources.get(BASELINE_KIND, {})}
         injected = driver.model is not None  # a model handed to run_bench (tests) travels to every actor
         self.model_ref = ray.put(driver.model) if injected else None
         self.tokenizer_ref = ray.put(driver.tokenizer) if injected else None
