@@ -85,6 +85,7 @@ class BenchConfig:
     policy: str = "calibrated"
     coefficients: list[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0])
     targets: list[float] = field(default_factory=list)  # kl-ladder: the KL levels, nats
+    fractions: list[float] = field(default_factory=list)  # extra coefficients: fractions of the iso-KL |c|
     calibration: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -133,6 +134,8 @@ class BenchConfig:
         coefficients: dict[str, Any] = {"policy": self.policy, "values": list(self.coefficients)}
         if self.policy == "kl-ladder":
             coefficients["targets"] = list(self.targets)
+        if self.fractions:
+            coefficients["fractions"] = list(self.fractions)
         data["coefficients"] = coefficients
         data["calibration"] = dict(self.calibration)
         data["null"] = dataclasses.asdict(self.null)
@@ -294,9 +297,11 @@ def _parse_sweep(config: BenchConfig, table: dict[str, Any]) -> None:
 
 def _parse_coefficients(config: BenchConfig, table: dict[str, Any]) -> None:
     for key in table:
-        if key not in ("policy", "values", "targets"):
+        if key not in ("policy", "values", "targets", "fractions"):
             raise config_error(
-                config, f"[coefficients] has no key {key!r}; valid keys: policy, values, targets", key
+                config,
+                f"[coefficients] has no key {key!r}; valid keys: policy, values, targets, fractions",
+                key,
             )
     config.policy = table.get("policy", "calibrated")
     if config.policy not in POLICIES:
@@ -314,6 +319,9 @@ def _parse_coefficients(config: BenchConfig, table: dict[str, Any]) -> None:
     if config.policy == "fixed" and 0.0 not in config.coefficients:
         raise config_error(config, "[coefficients] values must include 0 (the unsteered model)", "values")
     _parse_targets(config, table)
+    from steerlab.bench.fractions import parse_fractions
+
+    parse_fractions(config, table)
 
 
 def _parse_targets(config: BenchConfig, table: dict[str, Any]) -> None:

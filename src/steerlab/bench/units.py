@@ -181,6 +181,10 @@ class UnitWorker:
             from steerlab.bench.ladder import record_ladder
 
             result, _ = record_ladder(model, tok, intervention, self.config.targets, config, target, note)
+        elif self.config.fractions:  # iso-KL |c| for the fraction grid (+ the fixed list's KLs)
+            from steerlab.bench.fractions import calibrate_for_fractions
+
+            result = calibrate_for_fractions(model, tok, intervention, self.config, config, target, note)
         elif self.config.policy == "fixed":
             result = measure_fixed(
                 model, tok, intervention, self.config.coefficients, config, directory=target
@@ -209,6 +213,10 @@ class UnitWorker:
         else:
             policy = CoefficientPolicy(self.config.policy, self.config.coefficients)
             coeffs = policy.coefficients(recorded_calibration(intervention))
+        if self.config.fractions:
+            from steerlab.bench.fractions import with_fractions
+
+            coeffs = with_fractions(coeffs, self.config.fractions, recorded_calibration(intervention))
         options = dict(self.config.eval_options.get(unit.eval or "", {}))
         table = evaluate_sharing_zero(
             self.shared_store(), self.config, unit.inputs, model, tok, intervention, coeffs, options
