@@ -37,6 +37,7 @@ __all__ = [
 
 GRIDS = ("scale", "fraction")
 ARM_KEYS = ["arm", "method", "seed", "variant"]
+GROUPS = ("all", "top-1", "top-3", "rank 1", "rank 2", "rank 3")
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,13 @@ def _vector_violins(view: VectorViolinsView, ctx: EvalReportContext) -> list[str
         else None
     )
     shown = data[~data["method"].isin(view.band_methods)]
+    order = {g: i for i, g in enumerate(GROUPS)}
+    methods = {m: i for i, m in enumerate(dict.fromkeys(shown["method"]))}
+    shown = shown.sort_values(
+        ["method", "group"],
+        key=lambda col: col.map(methods if col.name == "method" else order),
+        kind="stable",
+    )
     summary = shown.groupby(["method", "group"], sort=False)["value"].agg(
         rows="size", median="median", mean="mean"
     )
