@@ -74,6 +74,10 @@ for _cls in (ScaleGridView, BestVectorsView, VectorViolinsView):
 # ---------------------------------------------------------------------------------------------- pure tables
 
 
+def _nearest(points: list[float], x: float) -> float:
+    return float(min(points, key=lambda p: abs(float(p) - x)))
+
+
 def arm_grid(
     rows: pd.DataFrame,
     sign: int,
@@ -102,7 +106,7 @@ def arm_grid(
         for point in points:
             keep |= np.isclose(frame["point"].to_numpy(float), float(point), atol=1e-6)
         frame = frame[keep]
-        frame["point"] = [min(points, key=lambda p, x=x: abs(p - x)) for x in frame["point"]]
+        frame["point"] = [_nearest(points, float(x)) for x in frame["point"]]
     grouped = frame.groupby([*ARM_KEYS, "point"], dropna=False, sort=True)["v"]
     out = grouped.agg(pct=lambda v: float((v > 0).mean() * 100), mean="mean", n="size").reset_index()
     return out
@@ -220,7 +224,7 @@ def _scale_grid(view: ScaleGridView, ctx: EvalReportContext) -> list[str]:
     return lines
 
 
-def _vector_label(record: dict[str, Any], seeds: int) -> str:
+def _vector_label(record: dict[Any, Any], seeds: int) -> str:
     variant = f" v{int(record['variant'])}" if pd.notna(record["variant"]) else ""
     return f"{record['method']}{variant}" + (f" (seed {record['seed']})" if seeds > 1 else "")
 
