@@ -48,7 +48,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "a config change only the affected units run. Writes OUT/results.parquet, OUT/rows/, OUT/report.md.",
     )
     parser.add_argument("config", nargs="?", default=None, help="bench config TOML (default: --preset quick)")
-    parser.add_argument("--preset", choices=("quick", "full"), default=None, help="a built-in config")
+    from steerlab.bench.config import PRESETS
+
+    parser.add_argument("--preset", choices=PRESETS, default=None, help="a built-in config")
     parser.add_argument("-o", "--output", required=True, help="output directory")
     parser.add_argument("--resume", action="store_true", help="reuse finished units in OUT")
     parser.add_argument(
