@@ -141,7 +141,7 @@ def tiny_run(tmp_path_factory):
     config.evals = ["ai-risk-ab"]
     config.method_options["melbo"].update(n_vectors=3, steps=2, sweep_steps=1)
     config.method_options["power_iter"].update(n_vectors=3, iterations=2)
-    config.method_options["random"].update(n_vectors=2, layers=[1])
+    config.method_options["random"].update(n_vectors=2)
     config.eval_options["ai-risk-ab"].update(n_per_file=2, binary_only=False)
     config.calibration = {"target_kl": 0.01, "tol": 0.003, "n_prompts": 1, "n_tokens": 3, "max_evals": 5}
     config.null = dataclasses.replace(config.null, n_vectors={"melbo": 3, "power_iter": 3, "random": 2})
@@ -195,3 +195,16 @@ def test_survival_rows_are_balanced_per_file(shared_data):
         assert len(mine) == 100
         survival_at_a = sum(item.not_matching == "A" for item in mine)  # survival = not matching here
         assert survival_at_a == 50
+
+
+def test_random_unit_vectors_sit_at_the_unsupervised_source_layer(model, tok):
+    melbo = extract(
+        model, tok, "corrigibility", "melbo", seed=0, config={"n_vectors": 1, "steps": 1, "radius": 1.0}
+    )
+    bank = extract(
+        model, tok, "corrigibility", "random", seed=0, config={"n_vectors": 4, "norm": 1.0, "depth": 0.25}
+    )
+    assert list(bank.tensors()) == list(melbo.tensors()) and bank.meta["layers"] == melbo.meta["layers"]
+    assert torch.allclose(next(iter(bank.tensors().values())).norm(dim=-1), torch.ones(4), atol=1e-5)
+    with pytest.raises(ValueError, match="depth must be in"):
+        extract(model, tok, "corrigibility", "random", seed=0, config={"norm": 1.0, "depth": 1.5})
