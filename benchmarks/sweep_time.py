@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -171,6 +172,8 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    started = time.perf_counter()
     model, tok = load_model(args.model)
     with tempfile.TemporaryDirectory(prefix="sweep_time-") as tmp:
         root = Path(tmp)
@@ -181,6 +184,8 @@ def main() -> int:
         if args.rerun:
             print("warm judge cache, fresh unit store (every cell regenerated, no judge call expected):")
             one_sweep(args, model, tok, root / "run2", root / "judge-cache")
+    print(f"load average after: {os.getloadavg()}", flush=True)
+    print(f"this process: {time.process_time():.0f} s of CPU in {time.perf_counter() - started:.0f} s of wall time")
     return 0
 
 

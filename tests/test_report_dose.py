@@ -87,3 +87,48 @@ def _ident(name: str) -> dict:
         "variant": variant,
         "eval": next((e for e in evals if name.endswith(e)), None),
     }
+
+
+def test_pareto_front_per_effect_eval(finished):
+    """Every effect eval gets its own front; damage evals (headline=False) get none unless they declare one.
+    Planted: prompt-simple shift 0.4 at KL 1.00, mean_diff 1.5/1.1 at KL 1.01/1.02, random ~0 at KL 1.03/1.04:
+    mean_diff has the most effect, prompt-simple the least KL, random is dominated by both."""
+    from steerlab.report_dose import dose_evals, pareto_table
+    from steerlab.report_spec import ReportSpec
+
+    out, _ = finished
+    results = load_results(out)
+    evals = ["sycophancy-claims", "ai-risk-ab", "tiny-mfv"]
+    assert dose_evals(results, evals, "sycophancy-claims") == evals
+    for name in evals:
+        table = pareto_table(results, name)
+        front = set(table.loc[table["front"], "method"])
+        assert front == {"prompt-simple", "mean_diff"}, (name, table)
+    results.specs["ai-risk-ab"] = ReportSpec(headline=False)  # a damage-style eval: no dose view
+    assert dose_evals(results, evals, "sycophancy-claims") == ["sycophancy-claims", "tiny-mfv"]
+    results.specs["ai-risk-ab"] = ReportSpec(headline=False, dose_response=True)  # declared explicitly
+    assert "ai-risk-ab" in dose_evals(results, evals, "sycophancy-claims")
+    assert ReportSpec.from_dict(ReportSpec(headline=False).to_dict()).has_dose_response is False
+    text = render_report(out).read_text()
+    assert (
+        "Dose-response curves and Pareto fronts are drawn per effect eval: sycophancy-claims, ai-risk-ab, tiny-mfv"
+        in text
+    )
+    assert text.count("### Pareto front") == 3
+
+
+def test_ranking_test_is_a_member_of_the_holm_family(finished):
+    out, _ = finished
+    section = render_report(out).read_text().split("## Significance and steerability")[1]
+    lines = section.split("Holm-corrected")[1].splitlines()
+    table = [ln for ln in lines if ln.startswith("| ") and "---" not in ln]
+    header = [c.strip() for c in table[0].strip(" |").split(" | ")]
+    tests = [
+        dict(zip(header, [c.strip() for c in ln.strip(" |").split(" | ")], strict=False)) for ln in table[1:]
+    ]
+    assert tests and "Holm p" in header
+    assert sum(r["ranking test"] == "yes" for r in tests) == 1  # mean_diff vs prompt-simple, counted once
+    raw = [float(r["p"]) for r in tests]
+    from steerlab.stats import holm
+
+    assert [float(r["Holm p"]) for r in tests] == pytest.approx(holm(raw), rel=0.01)

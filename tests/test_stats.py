@@ -12,6 +12,7 @@ from steerlab.stats import (
     anti_steerable_fraction,
     hierarchical_bootstrap,
     holm,
+    holm_with_ranking,
     interpolate_at_kl,
     paired_seed_matrix,
     pareto_front,
@@ -102,3 +103,17 @@ def test_ranking_verdicts():
     assert "single-seed winner" in ranking_verdict({"a": [1.0], "b": [0.5]})
     assert "beats" in ranking_verdict({"a": [1.0, 1.1], "b": [0.5, 0.4]}, adjusted_p=0.01)
     assert "unstable" in ranking_verdict({"a": [1.0, 1.1], "b": [0.9, 1.2]}, adjusted_p=0.4)
+
+
+def test_ranking_comparison_is_one_more_member_of_the_holm_family():
+    # tests 0.001, 0.002, 0.003 and the ranking test 0.02, four in one family: sorted 0.001 x4 = 0.004,
+    # 0.002 x3 = 0.006, 0.003 x2 = 0.006, 0.02 x1 = 0.02. (The old p_top * len(tests) gave 0.06.)
+    adjusted, top = holm_with_ranking([0.001, 0.002, 0.003], 0.02)
+    assert adjusted == pytest.approx([0.004, 0.006, 0.006]) and top == pytest.approx(0.02)
+    # a ranking test ranked first among equals: 0.001 x4 = 0.004, 0.0015 x3 = 0.0045, then monotone 0.0045
+    adjusted, top = holm_with_ranking([0.001, 0.002, 0.003], 0.0015)
+    assert adjusted == pytest.approx([0.004, 0.0045, 0.0045]) and top == pytest.approx(0.0045)
+    # the comparison is already test 1 (winner vs a baseline that is the runner-up): not counted twice
+    adjusted, top = holm_with_ranking([0.01, 0.04, 0.03], 0.04, same_as=1)
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06]) and top == pytest.approx(0.06)
+    assert holm_with_ranking([0.01], None) == ([pytest.approx(0.01)], None)

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -244,6 +244,8 @@ class ContrastActivations:
     token_position: str
     data_hash: str
     model_type: str | None = None
+    #: where the pairs came from, recorded with the intervention (e.g. {"contrast_source": "personas"})
+    source: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_pairs(self) -> int:
@@ -261,11 +263,12 @@ class ContrastActivations:
 
 
 def contrast_prompt_sets(tokenizer: Any, items: Sequence[Any]) -> tuple[PromptSet, PromptSet]:
-    """Positive and negative prompts of contrast items (same user message and prefix, persona differs)."""
+    """Positive and negative prompts of contrast items: anything with ``prompt_row(pole) -> (system, user,
+    assistant_prefix)`` (persona pairs: the persona differs; lock-in scenarios: the completion differs)."""
     if len(items) == 0:
         raise ActivationError("the contrast set is empty: a contrastive method needs at least one pair")
-    positive = chat_prompts(tokenizer, [(it.system_pos, it.user, it.assistant_prefix) for it in items])
-    negative = chat_prompts(tokenizer, [(it.system_neg, it.user, it.assistant_prefix) for it in items])
+    positive = chat_prompts(tokenizer, [it.prompt_row("positive") for it in items])
+    negative = chat_prompts(tokenizer, [it.prompt_row("negative") for it in items])
     return positive, negative
 
 

@@ -144,6 +144,13 @@ class ContrastItem:
         system = self.system_pos if pole == "positive" else self.system_neg
         return [{"role": "system", "content": system}, {"role": "user", "content": self.user}]
 
+    def prompt_row(self, pole: Literal["positive", "negative"]) -> tuple[str | None, str, str]:
+        """(system, user, assistant prefix) of one pole: the persona differs, the rest is shared."""
+        if pole not in ("positive", "negative"):
+            raise ValueError(f"pole must be 'positive' or 'negative', got {pole!r}")
+        system = self.system_pos if pole == "positive" else self.system_neg
+        return system, self.user, self.assistant_prefix
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Default pools

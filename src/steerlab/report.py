@@ -44,7 +44,7 @@ __all__ = [
 
 def render_report(out: str | Path) -> Path:
     """Write OUT/report.md and OUT/plots/*.png from the saved results; returns the report's path."""
-    from steerlab.report_dose import dose_lines  # issue 15 sections, torch-free like this module
+    from steerlab.report_dose import dose_sections  # issue 15 sections, torch-free like this module
     from steerlab.report_partial import partial_note
     from steerlab.report_preset import declared_tables_lines
     from steerlab.report_significance import significance_lines
@@ -105,8 +105,9 @@ def render_report(out: str | Path) -> Path:
     lines += _calibration_section(results)
     for eval_name in evals:
         lines += eval_section(results, eval_name, plots)
-    if headline_eval in evals:  # dose-response, Pareto front, significance (steerlab.report_dose, ...)
-        lines += dose_lines(results, headline_eval, plots) + significance_lines(results, headline_eval)
+    lines += dose_sections(results, evals, headline_eval, plots)  # per effect eval (steerlab.report_dose)
+    if headline_eval in evals:  # significance across seeds and rows: the headline eval
+        lines += significance_lines(results, headline_eval)
     failed = run.get("failed") or {}
     if failed:
         lines += (

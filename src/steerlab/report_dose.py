@@ -19,7 +19,16 @@ import pandas as pd
 from steerlab.report_tables import BenchResults, markdown_table, method_labels
 from steerlab.stats import interpolate_at_kl, pareto_front
 
-__all__ = ["DAMAGE_METRICS", "EFFECT_METRICS", "dose_frame", "dose_lines", "pareto_table", "same_kl_table"]
+__all__ = [
+    "DAMAGE_METRICS",
+    "EFFECT_METRICS",
+    "dose_evals",
+    "dose_frame",
+    "dose_lines",
+    "dose_sections",
+    "pareto_table",
+    "same_kl_table",
+]
 
 # (metric, column title): the effect at +c, then the bidirectional SI, as the suites' summaries emit them.
 EFFECT_METRICS = (("delta_y", "effect (delta y at +c)"), ("si_k2", "SI k=2"))
@@ -74,6 +83,12 @@ def dose_frame(results: BenchResults, eval_name: str, metric: str = "delta_y") -
         return float(row["calibrated_kl"]) if np.isclose(row["coeff"], row["calibrated_c"]) else math.nan
 
     frame["kl"] = frame.apply(kl_of, axis=1)
+    extra = [float(e) for e in results.config.get("coefficients", {}).get("extra", [])]
+    if extra:  # [coefficients] extra points have no measured KL: they are not levels of the dose curve
+        is_extra = np.isclose(frame["coeff"].to_numpy(dtype=float)[:, None], np.array(extra)[None, :]).any(
+            axis=1
+        )
+        frame = frame[~(is_extra & frame["kl"].isna().to_numpy())]
     return frame[["method", "family", "seed", "variant", "arm", "coeff", "kl", "value", "ci_low", "ci_high"]]
 
 
@@ -222,3 +237,31 @@ def dose_lines(results: BenchResults, eval_name: str, plots: Path) -> list[str]:
             "",
         ]
     return lines
+
+
+def dose_evals(results: BenchResults, evals: list[str], headline_eval: str) -> list[str]:
+    """The evals that get dose-response and Pareto sections: the headline eval, then every eval whose
+    report declaration has a dose-response view (`ReportSpec.has_dose_response`), in run order."""
+    chosen = [headline_eval] if headline_eval in evals else []
+    return chosen + [e for e in evals if e != headline_eval and results.spec(e).has_dose_response]
+
+
+def dose_sections(results: BenchResults, evals: list[str], headline_eval: str, plots: Path) -> list[str]:
+    """Dose-response, same-KL and Pareto sections for each eval of `dose_evals`, after one line that says
+    which evals they are (collateral-damage evals are costs on the fronts, not effects)."""
+    names = dose_evals(results, evals, headline_eval)
+    body: list[str] = []
+    shown = []
+    for name in names:
+        lines = dose_lines(results, name, plots)
+        if lines:
+            shown.append(name)
+            body += lines
+    if not shown:
+        return []
+    note = (
+        f"Dose-response curves and Pareto fronts are drawn per effect eval: {', '.join(shown)} (the headline eval "
+        "and every eval whose report declares a dose-response view); damage evals "
+        f"({', '.join(m[1] for m in DAMAGE_METRICS)}) are the costs of each front."
+    )
+    return [note, "", *body]

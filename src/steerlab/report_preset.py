@@ -12,9 +12,13 @@ reproduce a published table's columns without any name branch in report.py.
     ]
 
 ``metric`` is read from results.parquet at each arm's calibrated +c (``at = "plus"``, default), at c = 0
-(``at = "zero"``) or at -c (``at = "minus"``); ``field`` is a per-arm column (calibrated_c, calibrated_kl).
+(``at = "zero"``) or at -c (``at = "minus"``); ``coeff = 1.0`` reads it at that fixed coefficient instead
+(+1 or, with ``at = "minus"``, -1: a ``[coefficients] extra`` magnitude, or a prompt's own +/-1); a
+column's ``eval`` reads another eval of the same method (e.g. off-task KL beside an effect); ``field`` is a
+per-arm column (calibrated_c, calibrated_kl).
 Cells are "value [low, high]" (the mean over seeds and the envelope of their CIs); null-band methods show
-the mean [min, max] over vectors.
+the mean [min, max] over vectors. A table with ``by`` instead of ``columns`` is computed from the per-row
+tables (see `steerlab.report_rows`).
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from steerlab.report_tables import BenchResults, markdown_table, method_labels
 __all__ = ["declared_table", "declared_tables_lines"]
 
 
-def _pick(frame: pd.DataFrame, at: str) -> pd.DataFrame:
+def _pick(frame: pd.DataFrame, at: str, coeff: float | None = None) -> pd.DataFrame:
     c = frame["calibrated_c"].abs()
     if at == "zero":
         return frame[frame["coeff"] == 0.0]
     sign = -1.0 if at == "minus" else 1.0
+    if coeff is not None:  # a fixed coefficient ([coefficients] extra, or a prompt's +/-1)
+        return frame[np.isclose(frame["coeff"], sign * abs(coeff))]
     exact = frame[np.isclose(frame["coeff"], sign * c)]
     if len(exact):
         return exact
@@ -64,6 +70,7 @@ def declared_table(results: BenchResults, spec: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for method in dict.fromkeys(frame["method"]):
         mine = frame[frame["method"] == method]
+        everywhere = results.results[results.results["method"] == method]
         null = method in results.null_methods
         row = {"method": labels.get(method, method)}
         for column in spec.get("columns", []):
@@ -74,7 +81,11 @@ def declared_table(results: BenchResults, spec: dict[str, Any]) -> pd.DataFrame:
                 value = float(arms[column["field"]].mean()) if column["field"] in arms else math.nan
                 row[label] = f"{value:.{digits}g}" if math.isfinite(value) else ""
                 continue
-            values = _pick(mine[mine["metric"] == column.get("metric")], str(column.get("at", "plus")))
+            source = everywhere[everywhere["eval"] == column["eval"]] if "eval" in column else mine
+            coeff = float(column["coeff"]) if "coeff" in column else None
+            values = _pick(
+                source[source["metric"] == column.get("metric")], str(column.get("at", "plus")), coeff
+            )
             row[label] = _cell(values, float(column.get("scale", 1.0)), null, digits)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -83,8 +94,10 @@ def declared_table(results: BenchResults, spec: dict[str, Any]) -> pd.DataFrame:
 def declared_tables_lines(results: BenchResults) -> list[str]:
     """Markdown for every ``[[report.tables]]`` of the run's config whose eval has results."""
     lines: list[str] = []
+    from steerlab.report_rows import row_group_table  # tables of per-row values grouped by a row column
+
     for spec in results.config.get("report", {}).get("tables", []):
-        table = declared_table(results, spec)
+        table = row_group_table(results, spec) if "by" in spec else declared_table(results, spec)
         if table.empty:
             continue
         lines += [f"## {spec.get('title', spec.get('eval'))}", ""]

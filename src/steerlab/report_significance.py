@@ -3,7 +3,8 @@
 Per-row effects are ``y(+c) - y(0)`` of each arm on the eval's rows (``OUT/rows/<eval>/<arm>.parquet``),
 taken at the arm's calibrated +c. Each method is tested against the best prompt baseline and against the
 reference activation method (``mean_diff``) on the same rows with the hierarchical paired bootstrap
-(seeds, then rows), and the p-values of all tests are Holm-corrected together.
+(seeds, then rows), and the p-values of all tests are Holm-corrected together. The ranking verdict's test (the winner against the
+runner-up) is one more member of that Holm family, not a separate Bonferroni-style product.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import pandas as pd
 
 from steerlab.report_tables import BenchResults, markdown_table, method_labels
 from steerlab.stats import (
+    BootstrapTest,
     hierarchical_bootstrap,
-    holm,
+    holm_with_ranking,
     paired_seed_matrix,
     ranking_verdict,
     row_effect_distribution,
@@ -88,7 +90,17 @@ def significance_lines(
                 continue
             test = hierarchical_bootstrap(matrix, n_boot=n_boot)
             tests.append({"method": method, "vs": reference, "test": test})
-    adjusted = holm([t["test"].p_value for t in tests])
+    ranked = {m: v for m, v in per_seed.items() if m not in null}
+    ranking, same_as = _ranking_test(effects, ranked, tests, n_boot)
+    adjusted, p_top = holm_with_ranking(
+        [t["test"].p_value for t in tests], ranking.p_value if ranking else None, same_as
+    )
+    if same_as is not None:  # the comparison is already a member of the family
+        tests[same_as]["ranking"] = True
+    elif ranking is not None:  # one more member of the Holm family, shown with the others
+        top = _top_two(ranked)
+        tests.append({"method": top[0], "vs": top[1], "test": ranking, "ranking": True})
+        adjusted.append(float(p_top) if p_top is not None else math.nan)
     seed_rows = []
     for method, values in per_seed.items():
         summary = seed_summary(values)
@@ -122,6 +134,7 @@ def significance_lines(
                 {
                     "method": labels.get(t["method"], t["method"]),
                     "vs": labels.get(t["vs"], t["vs"]),
+                    "ranking test": "yes" if t.get("ranking") else "",
                     "difference [95% CI]": f"{test.diff:+.3f} [{test.ci_low:+.3f}, {test.ci_high:+.3f}]",
                     "p": f"{test.p_value:.3g}",
                     "Holm p": f"{p_adj:.3g}",
@@ -130,22 +143,38 @@ def significance_lines(
             )
         lines += [
             f"Hierarchical paired bootstrap ({n_boot} resamples of seeds, then rows), two-sided, Holm-corrected "
-            f"over the {len(tests)} tests:",
+            f"over the {len(tests)} tests (the ranking verdict's test, winner vs runner-up, is one of them):",
             "",
             markdown_table(pd.DataFrame(test_rows)),
             "",
         ]
-    ranked = {m: v for m, v in per_seed.items() if m not in null}
-    top = sorted(ranked, key=lambda m: float(np.mean(ranked[m])), reverse=True)[:2]
-    p_top = math.nan
-    if len(top) == 2:
-        try:
-            matrix = paired_seed_matrix(effects[top[0]], effects[top[1]])
-            p_top = hierarchical_bootstrap(matrix, n_boot=n_boot).p_value * max(1, len(tests))
-        except ValueError:
-            pass
     lines += [
-        f"Ranking: {ranking_verdict(ranked, min(p_top, 1.0) if not math.isnan(p_top) else None, alpha)}.",
+        f"Ranking: {ranking_verdict(ranked, p_top, alpha)}.",
         "",
     ]
     return lines
+
+
+def _top_two(ranked: dict[str, list[float]]) -> list[str]:
+    return sorted(ranked, key=lambda m: float(np.mean(ranked[m])), reverse=True)[:2]
+
+
+def _ranking_test(
+    effects: dict[str, dict[int, np.ndarray]],
+    ranked: dict[str, list[float]],
+    tests: list[dict[str, Any]],
+    n_boot: int,
+) -> tuple[BootstrapTest | None, int | None]:
+    """The winner-vs-runner-up test, or the index of a baseline test that already is that comparison."""
+    top = _top_two(ranked)
+    if len(top) < 2:
+        return None, None
+    same = [i for i, t in enumerate(tests) if {t["method"], t["vs"]} == set(top)]
+    if same:  # prefer the test in the ranking's own direction (the p-value is two-sided either way)
+        index = next((i for i in same if tests[i]["method"] == top[0]), same[0])
+        return tests[index]["test"], index
+    try:
+        matrix = paired_seed_matrix(effects[top[0]], effects[top[1]])
+    except ValueError:
+        return None, None
+    return hierarchical_bootstrap(matrix, n_boot=n_boot), None

@@ -108,6 +108,8 @@ class ReportSpec:
 
     ``metrics``: the per-coefficient table; ``score_plot``: plot mean y vs coefficient with the KL overlay;
     ``headline``: may be the bench's headline eval (a collateral-damage suite such as off-task is not);
+    ``dose_response``: the report draws its effect-vs-KL curve, same-KL table and Pareto front (None: as
+    ``headline``, so a collateral-damage suite has none);
     ``tables``: keys of the suite's summary that hold extra per-row-group tables (lists of records) that the
     bench keeps; ``views``: extra plots and sections.
     """
@@ -117,6 +119,12 @@ class ReportSpec:
     headline: bool = True
     tables: tuple[str, ...] = ()
     views: tuple[ReportView, ...] = field(default_factory=tuple)
+    dose_response: bool | None = None
+
+    @property
+    def has_dose_response(self) -> bool:
+        """Whether the report draws this eval's dose-response and Pareto sections."""
+        return self.headline if self.dose_response is None else self.dose_response
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +133,7 @@ class ReportSpec:
             "headline": self.headline,
             "tables": list(self.tables),
             "views": [view.to_dict() for view in self.views],
+            "dose_response": self.dose_response,
         }
 
     @classmethod
@@ -135,4 +144,5 @@ class ReportSpec:
             headline=bool(document.get("headline", True)),
             tables=tuple(document.get("tables", ())),
             views=tuple(view_from_dict(v) for v in document.get("views", [])),
+            dose_response=document.get("dose_response"),
         )

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from steerlab.paths import PACKAGE_DATA
 
@@ -40,9 +40,18 @@ class TraitFileError(ValueError):
 
 @dataclass(frozen=True)
 class Scenario:
+    """A lock-in contrast pair: one user message, and an assistant text per pole that ends after the
+    behaviour has already happened. Also a contrast item (`prompt_row`) for activation extraction."""
+
     user: str
     positive: str
     negative: str
+
+    def prompt_row(self, pole: Literal["positive", "negative"]) -> tuple[str | None, str, str]:
+        """(system, user, assistant prefix) of one pole: no system prompt; the completion differs."""
+        if pole not in ("positive", "negative"):
+            raise ValueError(f"pole must be 'positive' or 'negative', got {pole!r}")
+        return None, self.user, self.positive if pole == "positive" else self.negative
 
 
 @dataclass(frozen=True)

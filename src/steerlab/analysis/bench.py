@@ -4,6 +4,7 @@
     evals = ["sycophancy-claims"]          # default: the bench's evals
     variants = ["cross", "layer", "param", "native"]
     eval_options = {}                      # default: the bench's eval_options
+    recalibrate = false                    # true: each variant re-calibrated to the full delta's KL
 
 Every calibrated weight-family arm of the bench (each family x seed) is one adapter; the output goes to
 OUT/ablate (ablations.parquet, report.md), resumable like the rest of the bench.
@@ -26,11 +27,14 @@ class AblateSection:
     arms: str = "positive"
     random_draws: int = 3
     norm_controls: bool = True
+    recalibrate: bool = False  # each variant at its own |c|, iso-KL with the full delta (slower)
 
     def check(self) -> None:
         from steerlab.analysis.api import parse_families
 
         parse_families(self.variants)
+        if not isinstance(self.recalibrate, bool):
+            raise ValueError(f"[ablate] recalibrate must be true or false, got {self.recalibrate!r}")
         if self.arms not in ("positive", "both"):
             raise ValueError(f"[ablate] arms must be 'positive' or 'both', got {self.arms!r}")
 
@@ -67,6 +71,7 @@ def run_bench_ablate(
         eval_options=options,
         options=VariantOptions(random_draws=section.random_draws, norm_controls=section.norm_controls),
         arms=section.arms,
+        recalibrate=section.recalibrate,
         n_boot=config.n_boot,
     )
     return "done"

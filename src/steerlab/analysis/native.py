@@ -5,10 +5,13 @@
 - dora: direction-only change (magnitude held at the base row norms) vs the rest, and magnitude-only
   change (rows of W0 rescaled) vs the rest.
 - ia3: attention gates (k, v) vs MLP gates (down_proj).
-- delora (whole-delta reshapes, not splits): ``dir_only`` (per-tensor norms flattened to their RMS),
+- delora: poles and rank components (`steerlab.analysis.native_delora`); and whole-delta reshapes, not
+  splits: ``dir_only`` (per-tensor norms flattened to their RMS),
   ``mag_only`` (per-tensor norms kept, directions random), ``random_norm`` (directions kept, per-tensor
   norms permuted at random).
-OFT's rotation-derived part is not split yet (logged). Splits are checked by the caller: keep + drop == dW.
+- oft: the rotation-derived (skew) part vs the residual of the effective update
+  (`steerlab.analysis.native_oft`).
+Splits are checked by the caller: keep + drop == dW.
 """
 
 from __future__ import annotations
@@ -25,8 +28,17 @@ from torch import nn
 from steerlab.analysis import bases
 from steerlab.analysis.inputs import AblationInputError, Adapter
 from steerlab.interventions.weight import Delta, LowRankDelta
+from steerlab.registry import Registry
 
-__all__ = ["NativeSplit", "native_reshapes", "native_variants", "require_params"]
+__all__ = [
+    "NATIVE_SPLITS",
+    "NativeSplit",
+    "get_param",
+    "module_of",
+    "native_reshapes",
+    "native_variants",
+    "require_params",
+]
 
 log = logging.getLogger("steerlab.analysis.native")
 
@@ -60,6 +72,14 @@ def _get(params: dict[str, torch.Tensor], key: str, adapter: Adapter) -> torch.T
     if key not in params:
         raise AblationInputError(f"{adapter.source or adapter.label}: adapters.safetensors lacks {key!r}")
     return params[key].float()
+
+
+def get_param(adapter: Adapter, key: str) -> torch.Tensor:
+    """One saved adapter parameter (float32); a missing key is a one-line error naming the directory."""
+    return _get(adapter.params, key, adapter)
+
+
+module_of = _module
 
 
 def _lora_components(adapter: Adapter, pole: str, name: str) -> list[LowRankDelta]:
@@ -186,6 +206,43 @@ def _dora_splits(adapter: Adapter, model: nn.Module) -> list[NativeSplit]:
     ]
 
 
+SplitMaker = Callable[[Adapter, nn.Module, Mapping[str, Any]], list[NativeSplit]]
+NATIVE_SPLITS: Registry[SplitMaker] = Registry("family-native split")
+"""Adapter family -> the function building its native splits (a family without one gets none, logged)."""
+
+
+def _ia3_splits(adapter: Adapter, model: nn.Module, info: Mapping[str, Any]) -> list[NativeSplit]:
+    def gates(name: str, delta: Delta) -> tuple[Delta, Delta]:
+        zero = bases.dense_of(delta) * 0.0
+        return (delta, zero) if getattr(info[name], "role", "") in ATTENTION_ROLES else (zero, delta)
+
+    return [
+        NativeSplit(
+            "ia3_gates", "ia3", "ia3_attention_gates", gates, "ia3_attention_gates_only", "ia3_mlp_gates_only"
+        )
+    ]
+
+
+def _delora(adapter: Adapter, model: nn.Module, info: Mapping[str, Any]) -> list[NativeSplit]:
+    from steerlab.analysis.native_delora import delora_splits
+
+    return delora_splits(adapter, model)
+
+
+def _oft(adapter: Adapter, model: nn.Module, info: Mapping[str, Any]) -> list[NativeSplit]:
+    from steerlab.analysis.native_oft import oft_splits
+
+    return oft_splits(adapter, model)
+
+
+NATIVE_SPLITS.add("lora", lambda adapter, model, info: _lora_splits(adapter))
+NATIVE_SPLITS.add("pissa", lambda adapter, model, info: _lora_splits(adapter))
+NATIVE_SPLITS.add("dora", lambda adapter, model, info: _dora_splits(adapter, model))
+NATIVE_SPLITS.add("ia3", _ia3_splits)
+NATIVE_SPLITS.add("delora", _delora)
+NATIVE_SPLITS.add("oft", _oft)
+
+
 def native_variants(adapter: Adapter, model: nn.Module, info: Mapping[str, Any]) -> list[NativeSplit]:
     """The family-native splits of `adapter` (requires its adapter parameters)."""
     require_params(adapter)
@@ -193,30 +250,10 @@ def native_variants(adapter: Adapter, model: nn.Module, info: Mapping[str, Any])
     if isinstance(config, dict) and config.get("bisector"):
         log.warning("%s: bisector-mode delta; family-native splits are skipped", adapter.label)
         return []
-    family = adapter.family
-    if family in ("lora", "pissa"):
-        return _lora_splits(adapter)
-    if family == "dora":
-        return _dora_splits(adapter, model)
-    if family == "ia3":
-
-        def gates(name: str, delta: Delta) -> tuple[Delta, Delta]:
-            zero = bases.dense_of(delta) * 0.0
-            return (delta, zero) if getattr(info[name], "role", "") in ATTENTION_ROLES else (zero, delta)
-
-        return [
-            NativeSplit(
-                "ia3_gates",
-                "ia3",
-                "ia3_attention_gates",
-                gates,
-                "ia3_attention_gates_only",
-                "ia3_mlp_gates_only",
-            )
-        ]
-    if family != "delora":
-        log.warning("%s: no family-native split for adapter family %r yet", adapter.label, family)
-    return []
+    if adapter.family not in NATIVE_SPLITS:
+        log.warning("%s: no family-native split for adapter family %r yet", adapter.label, adapter.family)
+        return []
+    return NATIVE_SPLITS.get(adapter.family)(adapter, model, info)
 
 
 def native_reshapes(adapter: Adapter, generator: torch.Generator) -> dict[str, dict[str, Delta]]:

@@ -234,6 +234,8 @@ def build_plan(config: BenchConfig) -> list[Unit]:
                         "behavior_hash": behavior.data_hash(),
                         "n_boot": config.n_boot,
                     }
+                    if config.extra_coefficients:  # keyed only when set: other runs' keys are unchanged
+                        eval_inputs["extra_coefficients"] = list(config.extra_coefficients)
                     units.append(
                         Unit(
                             "eval",

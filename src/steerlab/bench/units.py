@@ -197,10 +197,11 @@ class UnitWorker:
 
     def _eval(self, unit: Unit, inputs: Mapping[str, Path], out: Path) -> None:
         from steerlab.bench.baseline import evaluate_sharing_zero
+        from steerlab.bench.extra_coeffs import main_table, merge_extra_summaries, with_extra
         from steerlab.bench.ladder import ladder_from_meta, summarise_levels
         from steerlab.bench.plan import check_data_unchanged
         from steerlab.calibrate import CoefficientPolicy, recorded_calibration
-        from steerlab.calibrate_ladder import ladder_coefficients
+        from steerlab.calibrate_ladder import intervention_has_dose, ladder_coefficients
         from steerlab.eval_results import result_document, save_eval_result
         from steerlab.evals import summarise_eval
         from steerlab.interventions import load_intervention
@@ -218,12 +219,18 @@ class UnitWorker:
 
             coeffs = with_fractions(coeffs, self.config.fractions, recorded_calibration(intervention))
         options = dict(self.config.eval_options.get(unit.eval or "", {}))
+        scored, added = with_extra(
+            coeffs, self.config.extra_coefficients, intervention_has_dose(intervention)
+        )
         table = evaluate_sharing_zero(
-            self.shared_store(), self.config, unit.inputs, model, tok, intervention, coeffs, options
+            self.shared_store(), self.config, unit.inputs, model, tok, intervention, scored, options
         )
         check_data_unchanged(unit, table.attrs.get("data"))  # never store results under another data's key
-        if ladder:
-            summary = summarise_levels(table, ladder, lambda t: summarise_eval(t, n_boot=self.config.n_boot))
-        else:
-            summary = summarise_eval(table, n_boot=self.config.n_boot)
+        main = main_table(table, coeffs) if added else table
+
+        def summarise(t: Any) -> dict[str, Any]:
+            return summarise_eval(t, n_boot=self.config.n_boot)
+
+        summary = summarise_levels(main, ladder, summarise) if ladder else summarise(main)
+        summary = merge_extra_summaries(table, summary, added, summarise)  # [coefficients] extra
         save_eval_result(out, table, result_document(table, summary, n_boot=self.config.n_boot))

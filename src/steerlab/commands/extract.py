@@ -44,8 +44,11 @@ def _run(args: argparse.Namespace) -> int:
     # every check that can fail runs before the model loads and before anything is written
     spec = get_method(args.method)
     options = parse_set_pairs(spec.config_cls, args.set or [])
-    make_config(spec, options)  # the config's own value checks
-    get_behavior(args.behavior)
+    config = make_config(spec, options)  # the config's own value checks
+    behavior = get_behavior(args.behavior)
+    from steerlab.methods.contrast_data import check_contrast_data
+
+    check_contrast_data(behavior, config, spec.name)  # e.g. source=scenarios on a trait without any
     check_output_dir(args.output, OWNED_FILES, overwrite=args.overwrite)
     from steerlab.commands.scale_flags import placement_args
 

@@ -23,6 +23,7 @@ from steerlab.activations import (
 )
 from steerlab.interventions import ActivationAddition
 from steerlab.interventions.activation_variants import DirectionalAblation
+from steerlab.methods.contrast_data import check_source, contrast_pairs, source_record
 from steerlab.methods.registry import register_method
 from steerlab.models import decoder_layers, num_layers
 
@@ -35,10 +36,15 @@ class ActivationConfig:
     layer_range: depth fractions (low, high); the first and last two blocks are never chosen.
     token_position: 'last' (last prompt token, CAA / repeng) or 'mean_response' (mean over the
       assistant-prefix tokens).
-    n_pairs: contrast pairs drawn from the behaviour (None = its whole pool).
+    n_pairs: contrast pairs drawn from the behaviour (None = its whole pool); with source='scenarios' a cap
+      (a seeded sample when the trait has more; never repeated).
     use_suffixes: give each question an assistant-response opening (repeng-style) when the behaviour has them.
     max_batch: prompts per forward pass.
     positions: where the intervention acts at run time ('all', 'prompt' or 'generated').
+    source: the contrast pairs: 'personas' (the behaviour's persona prompts) or 'scenarios' (a trait's
+      lock-in completions; see steerlab.methods.contrast_data).
+    trait: with source='scenarios', the trait (built-in name or file) whose scenarios are read; None = the
+      behaviour's name.
     """
 
     layers: list[int] | None = None
@@ -48,6 +54,11 @@ class ActivationConfig:
     use_suffixes: bool = True
     max_batch: int = 32
     positions: str = "all"
+    source: str = "personas"
+    trait: str | None = None
+
+    def __post_init__(self) -> None:
+        check_source(self.source)
 
 
 def require_behavior(behavior: Any, method: str) -> Any:
@@ -65,16 +76,15 @@ def contrast_for(
     layers: list[int],
     method: str,
 ) -> ContrastActivations:
-    """Capture the behaviour's contrast pairs at `layers` (block outputs)."""
-    from steerlab.behaviors import contrast_items
-
-    behavior = require_behavior(behavior, method)
-    items = contrast_items(behavior, n=config.n_pairs, seed=seed, use_suffixes=config.use_suffixes)
+    """Capture the contrast pairs `config` asks for (persona prompts or lock-in scenarios) at `layers`."""
+    items = contrast_pairs(behavior, config, seed, method)
     blocks = decoder_layers(model)
     modules = {layer: blocks[layer] for layer in layers}
-    return capture_contrast(
+    acts = capture_contrast(
         model, tokenizer, items, modules, position=config.token_position, max_batch=config.max_batch
     )
+    acts.source = source_record(behavior, config, method)
+    return acts
 
 
 def chosen_layers(model: nn.Module, config: ActivationConfig) -> list[int]:
@@ -82,13 +92,15 @@ def chosen_layers(model: nn.Module, config: ActivationConfig) -> list[int]:
 
 
 def provenance(acts: ContrastActivations, layers: list[int], **extra: Any) -> dict[str, Any]:
-    """What every contrastive intervention records: layers, token position, pair count, data hash."""
+    """What every contrastive intervention records: layers, token position, pair count, data hash (of the
+    exact prompt texts), and where the contrast pairs came from (`contrast_data.source_record`)."""
     return {
         "model_type": acts.model_type,
         "layers": list(layers),
         "token_position": acts.token_position,
         "n_pairs": acts.n_pairs,
         "data_hash": acts.data_hash,
+        **acts.source,
         **extra,
     }
 

@@ -19,7 +19,8 @@ from torch import nn
 
 from steerlab.activations import capture_contrast
 from steerlab.interventions.activation_variants import ModuleAddition
-from steerlab.methods.activation import ActivationConfig, chosen_layers, provenance, require_behavior
+from steerlab.methods.activation import ActivationConfig, chosen_layers, provenance
+from steerlab.methods.contrast_data import contrast_pairs, source_record
 from steerlab.methods.registry import register_method
 from steerlab.models import decoder_layer_prefix, linear_modules
 
@@ -50,14 +51,11 @@ def output_basis(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 def fit_sspace(
     model: nn.Module, tokenizer: Any, behavior: Any, config: SSpaceConfig, seed: int
 ) -> ModuleAddition:
-    from steerlab.behaviors import contrast_items
-
     unknown = sorted(set(config.roles) - set(ROLES))
     if unknown or not config.roles:
         raise ValueError(f"sspace: roles must be a non-empty subset of {list(ROLES)}, got {config.roles}")
     if not 0.0 < config.rank_fraction <= 1.0:
         raise ValueError(f"sspace: rank_fraction must be in (0, 1], got {config.rank_fraction}")
-    behavior = require_behavior(behavior, "sspace")
     layers = chosen_layers(model, config)
     prefix = decoder_layer_prefix(model)
     named = dict(model.named_modules())
@@ -66,10 +64,11 @@ def fit_sspace(
         paths = linear_modules(model, layer)
         for role in config.roles:
             modules[f"{prefix}.{layer}.{paths[role]}"] = named[f"{prefix}.{layer}.{paths[role]}"]
-    items = contrast_items(behavior, n=config.n_pairs, seed=seed, use_suffixes=config.use_suffixes)
+    items = contrast_pairs(behavior, config, seed, "sspace")
     acts = capture_contrast(
         model, tokenizer, items, modules, position=config.token_position, max_batch=config.max_batch
     )
+    acts.source = source_record(behavior, config, "sspace")
     vectors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     kept: dict[str, float] = {}

@@ -2,7 +2,8 @@
 
 Keys are ``<pole>/<module path>/<peft parameter path>`` (e.g. ``positive/model.layers.3.mlp.down_proj/
 lora_A.default.weight``), plus ``<pole>/<module>/scaling`` (LoRA-type scale, a 1-element tensor) and, for
-PiSSA, ``<pole>/<module>/initial_up`` / ``initial_down`` (the principal part moved into the adapter at init).
+PiSSA, ``<pole>/<module>/initial_up`` / ``initial_down`` (the principal part moved into the adapter at init), and
+for OFT ``<pole>/<module>/oft_neumann_terms`` (PEFT's Cayley-Neumann terms building R; 0: the exact Cayley map).
 `steerlab ablate` reads them for its family-native splits (rank components, DoRA magnitude vs direction...).
 """
 
@@ -28,6 +29,11 @@ def adapter_state(trained: TrainedAdapter, pole: str) -> dict[str, torch.Tensor]
         scaling = getattr(layer, "scaling", None)
         if isinstance(scaling, dict) and "default" in scaling:
             state[f"{pole}/{module_name}/scaling"] = torch.tensor([float(scaling["default"])])
+        rotations = getattr(layer, "oft_R", None)
+        if isinstance(rotations, torch.nn.ModuleDict) and "default" in rotations:
+            rotation = rotations["default"]
+            terms = rotation.num_cayley_neumann_terms if rotation.use_cayley_neumann else 0
+            state[f"{pole}/{module_name}/oft_neumann_terms"] = torch.tensor([float(terms)])
         if module_name in trained.initial_factors:
             up, down = trained.initial_factors[module_name]
             state[f"{pole}/{module_name}/initial_up"] = up.detach().float().cpu().clone()

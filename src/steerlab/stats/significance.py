@@ -25,6 +25,7 @@ __all__ = [
     "anti_steerable_fraction",
     "hierarchical_bootstrap",
     "holm",
+    "holm_with_ranking",
     "paired_seed_matrix",
     "ranking_verdict",
     "row_effect_distribution",
@@ -133,6 +134,24 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return [float(x) for x in adjusted]
+
+
+def holm_with_ranking(
+    p_values: Sequence[float], p_ranking: float | None, same_as: int | None = None
+) -> tuple[list[float], float | None]:
+    """Holm over the tests plus the winner-vs-runner-up comparison as one more member of the same family.
+
+    Returns (adjusted p of each test, adjusted p of the ranking comparison). ``same_as``: the index of a
+    test that already is that comparison (the winner against a baseline that is also the runner-up): it
+    is not counted twice, and its adjusted p is the ranking's. ``p_ranking`` None: no ranking test.
+    """
+    if same_as is not None:
+        adjusted = holm(p_values)
+        return adjusted, adjusted[same_as]
+    if p_ranking is None or math.isnan(p_ranking):
+        return holm(p_values), None
+    adjusted = holm([*p_values, p_ranking])
+    return adjusted[:-1], adjusted[-1]
 
 
 def seed_summary(values: Sequence[float]) -> dict[str, float | int]:
