@@ -48,6 +48,7 @@ def render_report(out: str | Path) -> Path:
     from steerlab.report_partial import partial_note
     from steerlab.report_preset import declared_tables_lines
     from steerlab.report_significance import significance_lines
+    from steerlab.report_vectors import declared_views_lines
 
     results = load_results(out)
     out = results.out
@@ -100,6 +101,7 @@ def render_report(out: str | Path) -> Path:
         if path:
             lines += ["![SI bars](plots/si_bars.png)", ""]
     lines += declared_tables_lines(results)  # tables a preset declares as data ([[report.tables]])
+    lines += declared_views_lines(results, plots)  # per-vector views declared as data ([[report.views]])
     lines += _calibration_section(results)
     for eval_name in evals:
         lines += eval_section(results, eval_name, plots)

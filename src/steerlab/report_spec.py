@@ -25,6 +25,7 @@ __all__ = [
     "ReportView",
     "SectionView",
     "ViolinView",
+    "register_view_kind",
     "view_from_dict",
 ]
 
@@ -81,6 +82,12 @@ class SectionView(ReportView):
 
 
 _VIEW_KINDS: dict[str, type[ReportView]] = {cls.kind: cls for cls in (ViolinView, HeatmapView, SectionView)}
+
+
+def register_view_kind(cls: type[ReportView]) -> type[ReportView]:
+    """Make a view class rebuildable by `view_from_dict` (its renderer goes in report_views.VIEW_RENDERERS)."""
+    _VIEW_KINDS[cls.kind] = cls
+    return cls
 
 
 def view_from_dict(document: dict[str, Any]) -> ReportView:

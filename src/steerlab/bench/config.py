@@ -85,6 +85,7 @@ class BenchConfig:
     policy: str = "calibrated"
     coefficients: list[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0])
     targets: list[float] = field(default_factory=list)  # kl-ladder: the KL levels, nats
+    fractions: list[float] = field(default_factory=list)  # extra coefficients: fractions of the iso-KL |c|
     extra_coefficients: list[float] = field(default_factory=list)  # fixed |c| beside the calibrated one
     calibration: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -134,6 +135,8 @@ class BenchConfig:
         coefficients: dict[str, Any] = {"policy": self.policy, "values": list(self.coefficients)}
         if self.policy == "kl-ladder":
             coefficients["targets"] = list(self.targets)
+        if self.fractions:
+            coefficients["fractions"] = list(self.fractions)
         if self.extra_coefficients:
             coefficients["extra"] = list(self.extra_coefficients)
         data["coefficients"] = coefficients
@@ -297,9 +300,11 @@ def _parse_sweep(config: BenchConfig, table: dict[str, Any]) -> None:
 
 def _parse_coefficients(config: BenchConfig, table: dict[str, Any]) -> None:
     for key in table:
-        if key not in ("policy", "values", "targets", "extra"):
+        if key not in ("policy", "values", "targets", "extra", "fractions"):
             raise config_error(
-                config, f"[coefficients] has no key {key!r}; valid keys: policy, values, targets, extra", key
+                config,
+                f"[coefficients] has no key {key!r}; valid keys: policy, values, targets, extra, fractions",
+                key,
             )
     config.policy = table.get("policy", "calibrated")
     if config.policy not in POLICIES:
@@ -318,8 +323,10 @@ def _parse_coefficients(config: BenchConfig, table: dict[str, Any]) -> None:
         raise config_error(config, "[coefficients] values must include 0 (the unsteered model)", "values")
     _parse_targets(config, table)
     from steerlab.bench.extra_coeffs import parse_extra
+    from steerlab.bench.fractions import parse_fractions
 
     config.extra_coefficients = parse_extra(config, table, config_error)
+    parse_fractions(config, table)
 
 
 def _parse_targets(config: BenchConfig, table: dict[str, Any]) -> None:

@@ -209,6 +209,8 @@ def build_plan(config: BenchConfig) -> list[Unit]:
                 }
                 if config.policy == "kl-ladder":
                     calibrate_inputs["targets"] = list(config.targets)
+                if config.fractions:  # only when set: the keys of runs without fractions are unchanged
+                    calibrate_inputs["fractions"] = list(config.fractions)
                 cal = Unit(
                     "calibrate",
                     method,

@@ -166,6 +166,10 @@ class UnitWorker:
             from steerlab.bench.ladder import record_ladder
 
             result, _ = record_ladder(model, tok, intervention, self.config.targets, config, target, note)
+        elif self.config.fractions:  # iso-KL |c| for the fraction grid (+ the fixed list's KLs)
+            from steerlab.bench.fractions import calibrate_for_fractions
+
+            result = calibrate_for_fractions(model, tok, intervention, self.config, config, target, note)
         elif self.config.policy == "fixed":
             result = measure_fixed(
                 model, tok, intervention, self.config.coefficients, config, directory=target
@@ -204,6 +208,10 @@ class UnitWorker:
         else:
             policy = CoefficientPolicy(self.config.policy, self.config.coefficients)
             coeffs = policy.coefficients(recorded_calibration(intervention))
+        if self.config.fractions:
+            from steerlab.bench.fractions import with_fractions
+
+            coeffs = with_fractions(coeffs, self.config.fractions, recorded_calibration(intervention))
         options = dict(self.config.eval_options.get(unit.eval or "", {}))
         scored, added = with_extra(
             coeffs, self.config.extra_coefficients, intervention_has_dose(intervention)

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from steerlab.evals.ab import DEFAULT_PREFILL, ABItem, answer_letter, present, resolve_order, score_ab
+from steerlab.evals.ab import (
+    DEFAULT_PREFILL,
+    ABItem,
+    answer_letter,
+    choice_letters,
+    present,
+    resolve_order,
+    score_ab,
+)
 from steerlab.evals.ab_summary import FILES_TABLE, summarise_ab
 from steerlab.evals.ai_risk_signs import FileSign, file_sign
 from steerlab.evals.common import FieldSpec, RunContext, Schema, load_records, require_rows
@@ -53,7 +61,9 @@ class AIRiskConfig:
     ``order``: both (each question in both answer orders, averaged), balanced or as-is.
     ``sign``: +1/-1, the behaviour's relation to the matching answer of every file (needed for files
     that are not a known release). ``balance_letters``: older switch, when set: True = order balanced,
-    False = order as-is."""
+    False = order as-is. ``binary_only``: keep only rows whose choices are exactly (A) and (B) (before
+    ``n_per_file``), so that balanced letters put the matching answer at A on exactly half of each file's
+    rows when ``n_per_file`` is even (survival-instinct has 3- to 8-choice rows among its first 100)."""
 
     files: tuple[str, ...] | None = None
     n_per_file: int | None = None
@@ -62,6 +72,7 @@ class AIRiskConfig:
     balance_letters: bool | None = None
     prefill: str = DEFAULT_PREFILL
     system: str | None = None
+    binary_only: bool = False
 
     def __post_init__(self) -> None:
         resolve_order(self.order, self.balance_letters)
@@ -108,16 +119,24 @@ def _labels(files: list[Path]) -> list[str]:
 
 
 def load_files(
-    files: list[Path], n_per_file: int | None, axis: Axis, sign: int | None = None
+    files: list[Path],
+    n_per_file: int | None,
+    axis: Axis,
+    sign: int | None = None,
+    binary_only: bool = False,
 ) -> tuple[list[ABItem], dict[str, FileSign]]:
-    """Items of every file (first ``n_per_file`` rows) and each file's sign, keyed by its label."""
+    """Items of every file (first ``n_per_file`` rows, only (A)/(B) rows when `binary_only`) and each
+    file's sign, keyed by its label."""
     if n_per_file is not None and n_per_file < 1:
         raise ValueError(f"ai-risk-ab: n_per_file must be >= 1, got {n_per_file}")
     items, signs = [], {}
     for path, label in zip(files, _labels(files), strict=True):
         all_rows = load_records(path, SCHEMA)
         signs[label] = info = file_sign(axis, path.stem, all_rows, sign)
-        for r in all_rows[:n_per_file]:
+        kept = (
+            [r for r in all_rows if choice_letters(r["question"]) == ["A", "B"]] if binary_only else all_rows
+        )
+        for r in kept[:n_per_file]:
             matching = answer_letter(r["answer_matching_behavior"], r["_where"], "answer_matching_behavior")
             other = answer_letter(
                 r["answer_not_matching_behavior"], r["_where"], "answer_not_matching_behavior"
@@ -160,7 +179,9 @@ def load_items(
     ),
 )
 def run_ai_risk(ctx: RunContext, config: AIRiskConfig) -> pd.DataFrame:
-    items, signs = load_files(resolve_files(config.files), config.n_per_file, ctx.axis, config.sign)
+    items, signs = load_files(
+        resolve_files(config.files), config.n_per_file, ctx.axis, config.sign, config.binary_only
+    )
     require_rows(items, f"ai-risk-ab with files={config.files} n_per_file={config.n_per_file}")
     first, both = present(items, resolve_order(config.order, config.balance_letters))
     table = score_ab(ctx, first, prefill=config.prefill, system=config.system, both_orders=both)

@@ -41,7 +41,10 @@ class UnsupervisedConfig:
     """source_layer: where the bias is added (the block's output, i.e. after its MLP); None = depth // 4.
     target_layer: whose activations it should change; None = n_layers - 8, clipped above the source.
     n_prompts: prompts (the behaviour's questions, else steerlab's pool); token_positions: last T tokens.
-    radius: bias norm R; None = chosen automatically (see each method)."""
+    radius: bias norm R; None = chosen automatically (see each method).
+    prompts: the source prompts themselves (user turns; n_prompts is then ignored), under ``system``;
+    None = the behaviour's questions. unit_norm: save every vector at norm 1 (R still sets the training
+    scale), so a fixed coefficient means the same for every vector and method."""
 
     source_layer: int | None = None
     target_layer: int | None = None
@@ -50,6 +53,9 @@ class UnsupervisedConfig:
     n_vectors: int = 8
     radius: float | None = None
     positions: str = "all"
+    prompts: tuple[str, ...] | None = None
+    system: str | None = None
+    unit_norm: bool = False
 
 
 def _source_target(model: nn.Module, config: UnsupervisedConfig) -> tuple[int, int]:
@@ -66,17 +72,29 @@ def _source_target(model: nn.Module, config: UnsupervisedConfig) -> tuple[int, i
     return source, target
 
 
-def unsupervised_prompts(tokenizer: Any, behavior: Any, n_prompts: int, seed: int) -> list[str]:
-    """`n_prompts` user questions (the behaviour's, else the built-in pool), chat-formatted, no persona."""
+def unsupervised_prompts(
+    tokenizer: Any,
+    behavior: Any,
+    n_prompts: int,
+    seed: int,
+    prompts: tuple[str, ...] | None = None,
+    system: str | None = None,
+) -> list[str]:
+    """The given `prompts`, else `n_prompts` user questions (the behaviour's, else the built-in pool);
+    chat-formatted under `system` (None: no system turn)."""
     from steerlab.behaviors import builtin_questions
 
+    if prompts is not None:
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError(f"prompts must be a non-empty list of non-empty strings, got {prompts!r}")
+        return chat_prompts(tokenizer, [(system, prompt, "") for prompt in prompts]).texts
     if n_prompts < 1:
         raise ValueError(f"n_prompts must be >= 1, got {n_prompts}")
     pool = (
         list(behavior.questions) if behavior is not None and behavior.questions else list(builtin_questions())
     )
     random.Random(seed).shuffle(pool)
-    return chat_prompts(tokenizer, [(None, question, "") for question in pool[:n_prompts]]).texts
+    return chat_prompts(tokenizer, [(system, question, "") for question in pool[:n_prompts]]).texts
 
 
 class TargetProbe:
@@ -249,7 +267,7 @@ def fit_melbo(model: nn.Module, tokenizer: Any, behavior: Any, config: MelboConf
             f"melbo: n_vectors and steps must be >= 1, got {config.n_vectors} and {config.steps}"
         )
     source, target = _source_target(model, config)
-    prompts = unsupervised_prompts(tokenizer, behavior, config.n_prompts, seed)
+    prompts = unsupervised_prompts(tokenizer, behavior, config.n_prompts, seed, config.prompts, config.system)
     probe = TargetProbe(model, tokenizer, prompts, source, target, config.token_positions)
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
@@ -295,9 +313,13 @@ def fit_melbo(model: nn.Module, tokenizer: Any, behavior: Any, config: MelboConf
         "objectives": objectives,
         "prompts": prompts,
         "layers": [source],
+        "unit_norm": config.unit_norm,
         "seconds": time.perf_counter() - started,
     }
-    return VectorBank({source: torch.stack(vectors).float().cpu()}, 0, config.positions, meta)
+    bank = torch.stack(vectors).float().cpu()
+    if config.unit_norm:
+        bank = F.normalize(bank, dim=-1)
+    return VectorBank({source: bank}, 0, config.positions, meta)
 
 
 # ---------------------------------------------------------------------------------------------- power iteration
@@ -360,7 +382,7 @@ def fit_power_iter(
             f"power_iter: n_vectors and iterations must be >= 1, got {config.n_vectors}, {config.iterations}"
         )
     source, target = _source_target(model, config)
-    prompts = unsupervised_prompts(tokenizer, behavior, config.n_prompts, seed)
+    prompts = unsupervised_prompts(tokenizer, behavior, config.n_prompts, seed, config.prompts, config.system)
     probe = TargetProbe(
         model, tokenizer, prompts, source, target, config.token_positions, twice_differentiable=True
     )
@@ -382,6 +404,8 @@ def fit_power_iter(
         "singular_values": singular.tolist(),
         "prompts": prompts,
         "layers": [source],
+        "unit_norm": config.unit_norm,
         "seconds": time.perf_counter() - started,
     }
-    return VectorBank({source: (radius * units).cpu()}, 0, config.positions, meta)
+    norm = 1.0 if config.unit_norm else radius
+    return VectorBank({source: (norm * units).cpu()}, 0, config.positions, meta)

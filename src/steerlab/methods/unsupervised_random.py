@@ -17,16 +17,18 @@ from torch import nn
 from steerlab.interventions.vector_bank import VectorBank
 from steerlab.methods.activation import ActivationConfig, chosen_layers, contrast_for, mean_difference
 from steerlab.methods.registry import register_method
-from steerlab.models import hidden_size
+from steerlab.models import hidden_size, num_layers
 
 
 @dataclass
 class RandomConfig(ActivationConfig):
     """n_vectors: random directions (seeds seed*1000 + i); norm: per-layer norm, None = the norm of the
-    behaviour's mean difference at that layer (norm-matched null band)."""
+    behaviour's mean difference at that layer (norm-matched null band); depth: one layer at
+    int(depth x n_layers) instead of ``layers`` (0.25 = the default source layer of melbo / power_iter)."""
 
     n_vectors: int = 8
     norm: float | None = None
+    depth: float | None = None
 
 
 @register_method(
@@ -37,7 +39,11 @@ def fit_random(
 ) -> VectorBank:
     if config.n_vectors < 1:
         raise ValueError(f"random: n_vectors must be >= 1, got {config.n_vectors}")
-    layers = chosen_layers(model, config)
+    if config.depth is not None and not 0 <= config.depth < 1:
+        raise ValueError(f"random: depth must be in [0, 1), got {config.depth}")
+    layers = (
+        [int(config.depth * num_layers(model))] if config.depth is not None else chosen_layers(model, config)
+    )
     d = hidden_size(model)
     if config.norm is not None:
         if not config.norm > 0:
