@@ -8,7 +8,7 @@ with a warm judge cache makes no judge calls. This script runs exactly that swee
 - generation tokens/s (response tokens generated / seconds inside `steerlab.scoring.generate`),
 - judge calls/s (judge-cache misses / seconds inside `steerlab.judges.judge_responses`),
 - the judge cache hit rate (from the eval's "judge cache: H hits, M misses" log line),
-- the split of wall time: generation, judging (on its worker thread, overlapping generation), the rest.
+- the split of wall time: generation, judging (on a worker thread overlapping generation for a remote judge; in turn for the in-process one), the rest.
 
 With ``--rerun`` the same sweep runs again into a fresh unit store (every cell recomputed) with the judge
 cache now warm: its judge calls should be 0.
@@ -127,7 +127,7 @@ def one_sweep(args: argparse.Namespace, model: Any, tok: Any, store_dir: Path, c
         f"  generation                {gen:8.1f} s   {tokens / gen if gen else float('nan'):7.1f} tokens/s ({tokens} tokens)"
     )
     print(
-        f"  judging (worker thread)   {judge:8.1f} s   {meter.misses / judge if judge else float('nan'):7.2f} judge calls/s ({meter.misses} calls)"
+        f"  judging                   {judge:8.1f} s   {meter.misses / judge if judge else float('nan'):7.2f} judge calls/s ({meter.misses} calls)"
     )
     print(
         f"  judge cache hit rate      {meter.hits / lookups if lookups else float('nan'):8.1%}   ({meter.hits} hits / {lookups} lookups)"
@@ -185,7 +185,9 @@ def main() -> int:
             print("warm judge cache, fresh unit store (every cell regenerated, no judge call expected):")
             one_sweep(args, model, tok, root / "run2", root / "judge-cache")
     print(f"load average after: {os.getloadavg()}", flush=True)
-    print(f"this process: {time.process_time():.0f} s of CPU in {time.perf_counter() - started:.0f} s of wall time")
+    print(
+        f"this process: {time.process_time():.0f} s of CPU in {time.perf_counter() - started:.0f} s of wall time"
+    )
     return 0
 
 

@@ -1,8 +1,10 @@
 """`trait-eval`: steered generation, judged. Each open-ended question of a trait (disjoint from its
 extraction data) is answered by the model at every coefficient (greedy, or seeded sampling; 64 new tokens
 by default; batched through `steerlab.scoring.generate`), then a judge rates each answer 0-100 for the
-trait and for coherence. Judging one coefficient's answers runs on a worker thread while the next
-coefficient generates; every verdict goes through the on-disk judge cache.
+trait and for coherence. With a remote judge, judging one coefficient's answers runs on a worker thread
+while the next coefficient generates; a judge that shares this process's compute (the in-process `hf`
+judge) judges in turn instead, since the overlap only makes both compete for the same cores. Every
+verdict goes through the on-disk judge cache.
 
 Rows carry the response, both scores, their log-prob mass, the judge id and the rubric hash.
 ``y = trait_score - 50`` (points on the judge's 0-100 scale, centred at its midpoint) times the
@@ -116,6 +118,7 @@ def judge_cache(config: TraitEvalConfig) -> Any:
 )
 def run_trait_eval(ctx: RunContext, config: TraitEvalConfig) -> pd.DataFrame:
     from steerlab.judges import judge_responses, make_rubric
+    from steerlab.judges.base import shares_compute
     from steerlab.scoring import generate
     from steerlab.traits import get_trait
 
@@ -166,10 +169,8 @@ def run_trait_eval(ctx: RunContext, config: TraitEvalConfig) -> pd.DataFrame:
                         for i, text in zip(rows, out, strict=True):
                             answers[i] = text.strip()
                 bar.update(len(texts))
-                pending[float(coeff)] = (
-                    answers,
-                    pool.submit(judge_responses, judge, rubric, asked, answers, cache),
-                )
+                judging = functools.partial(judge_responses, judge, rubric, asked, answers, cache)
+                pending[float(coeff)] = (answers, _run(judging, None if shares_compute(judge) else pool))
             per_coeff = {
                 c: _columns(answers, fut.result(), judge.judge_id, rubric.hash, sign)
                 for c, (answers, fut) in pending.items()
@@ -178,6 +179,15 @@ def run_trait_eval(ctx: RunContext, config: TraitEvalConfig) -> pd.DataFrame:
             bar.close()
     LOG.info("judge cache: %d hits, %d misses (%s)", cache.hits, cache.misses, cache.path)
     return ctx.table(meta, per_coeff)
+
+
+def _run(work: Any, pool: ThreadPoolExecutor | None) -> Future[Any]:
+    """``work`` submitted to ``pool``, or run now when there is none (its result as a finished Future)."""
+    if pool is not None:
+        return pool.submit(work)
+    done: Future[Any] = Future()
+    done.set_result(work())
+    return done
 
 
 def _columns(

@@ -21,6 +21,7 @@ __all__ = [
     "parse_integer",
     "score_from_digit_positions",
     "score_from_logprobs",
+    "shares_compute",
 ]
 
 #: Below this probability mass on the integers 0-100 a log-prob score is unscorable (persona-vectors uses 0.25).
@@ -57,6 +58,9 @@ class Judge(Protocol):
 
     ``judge_id`` names the judge and its model (part of every cache key and result row).
     ``score_prompts`` returns one `JudgeScore` per prompt, in order.
+    An optional ``shares_compute = True`` says the judge runs on this process's own compute (an in-process
+    model): callers then judge between generation batches rather than overlapping judging with
+    generation, which only pays when the judge waits on a remote server.
     """
 
     judge_id: str
@@ -65,6 +69,11 @@ class Judge(Protocol):
 
 
 _INT = re.compile(r"\b(\d{1,3})\b")
+
+
+def shares_compute(judge: object) -> bool:
+    """Whether ``judge`` computes on this process's own cores or GPU (see `Judge`); False when undeclared."""
+    return bool(getattr(judge, "shares_compute", False))
 
 
 def parse_integer(text: str) -> JudgeScore:
