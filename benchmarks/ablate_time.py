@@ -64,6 +64,10 @@ def main() -> None:
         directories.append(directory)
     before_ablate = time.perf_counter()
     lines: list[str] = []
+
+    def progress(message: str) -> None:
+        lines.append(message)
+        print(f"  [{(time.perf_counter() - before_ablate) / 60:5.1f} min] {message}", flush=True)
     table = sl.ablate(
         model,
         tok,
@@ -72,7 +76,7 @@ def main() -> None:
         variants=args.variants,
         coeff=args.coeff,
         out=out / "ablate",
-        progress=lines.append,
+        progress=progress,
     )
     ablate_seconds = time.perf_counter() - before_ablate
     built = [line for line in lines if "variants built" in line]
