@@ -14,13 +14,7 @@ from torch import nn
 
 from steerlab.interventions.vector_bank import VectorBank
 from steerlab.methods.registry import register_method
-from steerlab.methods.unsupervised_probe import (
-    TargetProbe,
-    UnsupervisedConfig,
-    log_progress,
-    source_target,
-    unsupervised_prompts,
-)
+from steerlab.methods.unsupervised_probe import TargetProbe, UnsupervisedConfig, log_progress, open_probe
 from steerlab.models import hidden_size, model_device
 
 
@@ -89,9 +83,8 @@ def fit_melbo(model: nn.Module, tokenizer: Any, behavior: Any, config: MelboConf
         raise ValueError(
             f"melbo: n_vectors and steps must be >= 1, got {config.n_vectors} and {config.steps}"
         )
-    source, target = source_target(model, config)
-    prompts = unsupervised_prompts(tokenizer, behavior, config.n_prompts, seed, config.prompts, config.system)
-    probe = TargetProbe(model, tokenizer, prompts, source, target, config.token_positions)
+    probe, prompts = open_probe(model, tokenizer, behavior, config, seed)
+    source, target = probe.source, probe.target
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     with torch.no_grad():

@@ -12,13 +12,7 @@ from torch import nn
 
 from steerlab.interventions.vector_bank import VectorBank
 from steerlab.methods.registry import register_method
-from steerlab.methods.unsupervised_probe import (
-    TargetProbe,
-    UnsupervisedConfig,
-    log_progress,
-    source_target,
-    unsupervised_prompts,
-)
+from steerlab.methods.unsupervised_probe import TargetProbe, UnsupervisedConfig, log_progress, open_probe
 from steerlab.models import hidden_size
 
 
@@ -78,11 +72,8 @@ def fit_power_iter(
         raise ValueError(
             f"power_iter: n_vectors and iterations must be >= 1, got {config.n_vectors}, {config.iterations}"
         )
-    source, target = source_target(model, config)
-    prompts = unsupervised_prompts(tokenizer, behavior, config.n_prompts, seed, config.prompts, config.system)
-    probe = TargetProbe(
-        model, tokenizer, prompts, source, target, config.token_positions, twice_differentiable=True
-    )
+    probe, prompts = open_probe(model, tokenizer, behavior, config, seed, twice_differentiable=True)
+    source, target = probe.source, probe.target
     d = hidden_size(model)
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)

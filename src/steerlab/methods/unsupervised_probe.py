@@ -187,3 +187,20 @@ def log_progress(message: str) -> None:
     """A progress line for the unsupervised fits (debug log and the progress reporter)."""
     _logger.debug(message)
     report("unsupervised", message=message)
+
+
+def open_probe(
+    model: nn.Module,
+    tokenizer: Any,
+    behavior: Any,
+    config: UnsupervisedConfig,
+    seed: int,
+    twice_differentiable: bool = False,
+) -> tuple[TargetProbe, list[str]]:
+    """The probe a fit trains against (source/target layers and prompts as `config` asks) and its prompts."""
+    source, target = source_target(model, config)
+    prompts = unsupervised_prompts(tokenizer, behavior, config.n_prompts, seed, config.prompts, config.system)
+    probe = TargetProbe(
+        model, tokenizer, prompts, source, target, config.token_positions, twice_differentiable
+    )
+    return probe, prompts
