@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -41,7 +42,7 @@ def _grid(n: int, width: float = 3.3, height: float = 2.7) -> tuple[plt.Figure, 
 
 def panels(
     data: pd.DataFrame, column: str, width: float = 3.3, height: float = 2.7
-) -> tuple[plt.Figure, np.ndarray, list[tuple[plt.Axes, str, pd.DataFrame]]]:
+) -> tuple[plt.Figure, np.ndarray, list[tuple[Any, Any, pd.DataFrame]]]:
     """One panel per distinct value of ``column`` (first-seen order) on a shared-y grid: the figure, its axes,
     and (axis, value, that value's rows) for each panel."""
     keys = list(dict.fromkeys(data[column]))
