@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -37,6 +38,16 @@ def _grid(n: int, width: float = 3.3, height: float = 2.7) -> tuple[plt.Figure, 
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, axes
+
+
+def panels(
+    data: pd.DataFrame, column: str, width: float = 3.3, height: float = 2.7
+) -> tuple[plt.Figure, np.ndarray, list[tuple[Any, Any, pd.DataFrame]]]:
+    """One panel per distinct value of ``column`` (first-seen order) on a shared-y grid: the figure, its axes,
+    and (axis, value, that value's rows) for each panel."""
+    keys = list(dict.fromkeys(data[column]))
+    fig, axes = _grid(len(keys), width=width, height=height)
+    return fig, axes, [(ax, key, data[data[column] == key]) for ax, key in zip(axes.flat, keys, strict=False)]
 
 
 def plot_si_bars(
@@ -81,11 +92,10 @@ def plot_score_vs_coeff(
     """
     if scores.empty:
         return None
-    labels = list(dict.fromkeys(scores["label"]))
-    fig, axes = _grid(len(labels))
+    fig, axes, grid = panels(scores, "label")
     twins = []
-    for ax, label in zip(axes.flat, labels, strict=False):
-        s = scores[scores["label"] == label].sort_values("rel_coeff")
+    for ax, label, mine in grid:
+        s = mine.sort_values("rel_coeff")
         if not band.empty:
             b = band.sort_values("rel_coeff")
             ax.fill_between(
@@ -160,10 +170,8 @@ def plot_violins(rows: pd.DataFrame, band: pd.DataFrame, column: str, title: str
     """
     if rows.empty:
         return None
-    labels = list(dict.fromkeys(rows["label"]))
-    fig, axes = _grid(len(labels), width=3.0, height=2.8)
-    for ax, label in zip(axes.flat, labels, strict=False):
-        r = rows[rows["label"] == label]
+    fig, axes, grid = panels(rows, "label", width=3.0, height=2.8)
+    for ax, label, r in grid:
         positions = sorted(r["rel_coeff"].unique())
         for x in positions:
             match = band[np.isclose(band["rel_coeff"], x)] if not band.empty else band

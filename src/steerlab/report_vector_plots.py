@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from steerlab.report_plots import BAND_COLOR, _grid, save_figure
+from steerlab.report_plots import BAND_COLOR, panels, save_figure
 
 __all__ = ["plot_group_violins"]
 
@@ -18,10 +18,8 @@ def plot_group_violins(
     """`data`: method, group, value. One panel per method, groups in their first-seen order."""
     if data.empty:
         return None
-    methods = list(dict.fromkeys(data["method"]))
-    fig, axes = _grid(len(methods), width=3.6, height=2.8)
-    for ax, method in zip(axes.flat, methods, strict=False):
-        mine = data[data["method"] == method]
+    fig, axes, grid = panels(data, "method", width=3.6, height=2.8)
+    for ax, method, mine in grid:
         groups = list(dict.fromkeys(mine["group"]))
         positions = list(range(len(groups)))
         if band is not None:

@@ -37,6 +37,7 @@ __all__ = [
     "module_of",
     "native_reshapes",
     "native_variants",
+    "pole_and_rank_splits",
     "require_params",
 ]
 
@@ -111,25 +112,13 @@ def _join(a: Delta, b: Delta) -> Delta:
     return bases.dense_of(a) + bases.dense_of(b)
 
 
-def _lora_splits(adapter: Adapter) -> list[NativeSplit]:
-    def poles(name: str, delta: Delta) -> tuple[Delta, Delta]:
-        pos = _sum(_lora_components(adapter, "positive", name), 1.0, delta)
-        neg = _sum(_lora_components(adapter, "negative", name), -1.0, delta)
-        return pos, neg
+SplitFn = Callable[[str, Delta], tuple[Delta, Delta]]
 
-    def top(count: Callable[[int], int]) -> Callable[[str, Delta], tuple[Delta, Delta]]:
-        def split(name: str, delta: Delta) -> tuple[Delta, Delta]:
-            keep: Delta = _sum([], 1.0, delta)
-            drop: Delta = _sum([], 1.0, delta)
-            for pole, sign in (("positive", 1.0), ("negative", -1.0)):
-                parts = _lora_components(adapter, pole, name)
-                n = count(len(parts))
-                keep = _join(keep, _sum(parts[:n], sign, delta))
-                drop = _join(drop, _sum(parts[n:], sign, delta))
-            return keep, drop
 
-        return split
-
+def pole_and_rank_splits(poles: SplitFn, top: Callable[[Callable[[int], int]], SplitFn]) -> list[NativeSplit]:
+    """The splits of a low-rank family with two poles (LoRA, PiSSA, DeLoRA): ``poles`` keeps the positive
+    pole; ``top(count)`` keeps the first count(r) rank components of each pole (signed), for the top-1 and
+    top-r/2 splits."""
     return [
         NativeSplit(
             "poles", "adapter_poles", "pole_positive", poles, "positive_pole_only", "negative_pole_only"
@@ -151,6 +140,28 @@ def _lora_splits(adapter: Adapter) -> list[NativeSplit]:
             "rankcomp_tophalf_residual",
         ),
     ]
+
+
+def _lora_splits(adapter: Adapter) -> list[NativeSplit]:
+    def poles(name: str, delta: Delta) -> tuple[Delta, Delta]:
+        pos = _sum(_lora_components(adapter, "positive", name), 1.0, delta)
+        neg = _sum(_lora_components(adapter, "negative", name), -1.0, delta)
+        return pos, neg
+
+    def top(count: Callable[[int], int]) -> Callable[[str, Delta], tuple[Delta, Delta]]:
+        def split(name: str, delta: Delta) -> tuple[Delta, Delta]:
+            keep: Delta = _sum([], 1.0, delta)
+            drop: Delta = _sum([], 1.0, delta)
+            for pole, sign in (("positive", 1.0), ("negative", -1.0)):
+                parts = _lora_components(adapter, pole, name)
+                n = count(len(parts))
+                keep = _join(keep, _sum(parts[:n], sign, delta))
+                drop = _join(drop, _sum(parts[n:], sign, delta))
+            return keep, drop
+
+        return split
+
+    return pole_and_rank_splits(poles, top)
 
 
 def _dora_splits(adapter: Adapter, model: nn.Module) -> list[NativeSplit]:

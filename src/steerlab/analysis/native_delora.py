@@ -57,7 +57,7 @@ def _signed_sum(parts: list[LowRankDelta], sign: float, shape: torch.Size) -> Lo
 
 def delora_splits(adapter: Adapter, model: nn.Module) -> list[NativeSplit]:
     """Poles and rank components of a DeLoRA delta (see the module docstring)."""
-    from steerlab.analysis.native import NativeSplit, get_param, module_of
+    from steerlab.analysis.native import get_param, module_of, pole_and_rank_splits
 
     weights = dict(model.named_parameters())
     where = adapter.source or adapter.label
@@ -99,24 +99,4 @@ def delora_splits(adapter: Adapter, model: nn.Module) -> list[NativeSplit]:
         keep = _signed_sum(poles(name, delta)["positive"], 1.0, bases.dense_of(delta).shape)
         return keep, bases.dense_of(delta) - keep.dense()
 
-    return [
-        NativeSplit(
-            "poles", "adapter_poles", "pole_positive", positive, "positive_pole_only", "negative_pole_only"
-        ),
-        NativeSplit(
-            "rank_top1",
-            "adapter_rank",
-            "rankcomp_top1",
-            top(lambda r: 1),
-            "rankcomp_top1",
-            "rankcomp_top1_residual",
-        ),
-        NativeSplit(
-            "rank_tophalf",
-            "adapter_rank",
-            "rankcomp_tophalf",
-            top(lambda r: max(1, r // 2)),
-            "rankcomp_tophalf",
-            "rankcomp_tophalf_residual",
-        ),
-    ]
+    return pole_and_rank_splits(positive, top)

@@ -10,23 +10,23 @@ Keep and drop rows of one split share ``group``; per tensor, keep + drop == dW i
 
 from __future__ import annotations
 
-import functools
 import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
 from steerlab.analysis import bases
 from steerlab.analysis.inputs import Adapter
+from steerlab.analysis.layer_variants import MODULE_GROUPS, layer_variants
 from steerlab.interventions import WeightDelta
 from steerlab.interventions.weight import Delta
 
 __all__ = [
     "ALL_FAMILIES",
+    "MODULE_GROUPS",
     "TensorInfo",
     "Variant",
     "VariantOptions",
@@ -38,15 +38,6 @@ __all__ = [
 
 ALL_FAMILIES = ("cross", "layer", "param", "native")
 WRITE_ROLES = {"o", "down"}
-MODULE_GROUPS: dict[str, set[str]] = {
-    "residual_write": {"o", "down"},
-    "attn_o": {"o"},
-    "mlp_down": {"down"},
-    "qkv": {"q", "k", "v", "qkv"},
-    "up_gate": {"up", "gate", "gate_up"},
-    "attention": {"q", "k", "v", "qkv", "o"},
-    "mlp": {"up", "gate", "gate_up", "down"},
-}
 
 
 @dataclass(frozen=True)
@@ -253,109 +244,6 @@ def _reference(b: VariantBuilder) -> None:
     b.emit(zero)
 
 
-def _layer_variants(b: VariantBuilder) -> None:
-    names = list(b.full.deltas)
-    layers = sorted({b.info[n].layer for n in names})
-    thirds = [list(map(int, part)) for part in np.array_split(np.array(layers), 3) if len(part)]
-    for label, part in zip(("early", "mid", "late"), thirds, strict=False):
-        keep = {n: d for n, d in b.full.deltas.items() if b.info[n].layer in part}
-        drop = {n: d for n, d in b.full.deltas.items() if b.info[n].layer not in part}
-        if keep and drop:
-            b.pair(
-                label,
-                "layer",
-                "layers",
-                f"{label}_third",
-                keep,
-                drop,
-                f"{label}_third_only",
-                f"{label}_third_dropped",
-            )
-    if len(layers) > 1:
-        for layer in layers:
-            keep = {n: d for n, d in b.full.deltas.items() if b.info[n].layer == layer}
-            drop = {n: d for n, d in b.full.deltas.items() if b.info[n].layer != layer}
-            b.pair(
-                str(layer),
-                "layer",
-                "layers",
-                f"layer_{layer}",
-                keep,
-                drop,
-                f"layer_{layer}_only",
-                f"leave_layer_{layer}_out",
-            )
-    for group, roles in MODULE_GROUPS.items():
-        keep = {n: d for n, d in b.full.deltas.items() if b.info[n].role in roles}
-        drop = {n: d for n, d in b.full.deltas.items() if b.info[n].role not in roles}
-        if keep and drop:
-            b.pair(group, "module", "modules", group, keep, drop, f"{group}_only", f"{group}_dropped")
-
-
-def _cross_variants(b: VariantBuilder, adapters: Sequence[Adapter], options: VariantOptions) -> None:
-    generator = torch.Generator().manual_seed(options.seed)
-    for k in options.shared_k:
-        bases_k: dict[str, torch.Tensor] = {}
-        for name, delta in b.full.deltas.items():
-            side = b.info[name].side
-            dim = bases.residual_dim(delta, side)
-            if clip_k(k, dim, options, f"the residual dimension of {name} in {b.adapter.label}") is None:
-                continue
-            peers = [a.delta.deltas[name] for a in adapters if name in a.delta.deltas]
-            bases_k[name] = bases.shared_basis(peers, side, k)
-        if len(bases_k) < len(b.full.deltas):
-            continue
-        b.split(
-            f"B_shared_K{k}",
-            "cross",
-            "shared_svd",
-            f"shared_K{k}",
-            functools.partial(_project, bases_k, b.info),
-        )
-        for draw in range(options.random_draws):
-            randoms = {
-                n: bases.random_basis(bases.residual_dim(d, b.info[n].side), k, generator)
-                for n, d in b.full.deltas.items()
-            }
-            keep = {
-                n: bases.projection_split(d, randoms[n], b.info[n].side)[0] for n, d in b.full.deltas.items()
-            }
-            dims = [bases.residual_dim(d, b.info[n].side) for n, d in b.full.deltas.items()]
-            b.add(
-                f"random_null_K{k}_draw{draw}",
-                "cross",
-                "random",
-                f"random_K{k}",
-                "keep",
-                keep,
-                expected=float(np.mean([min(k, dim) / dim for dim in dims])),
-            )
-    for k in options.own_k:
-        ranks = {n: len(bases.own_svd(d)[1]) for n, d in b.full.deltas.items()}
-        limit = min(ranks.values())
-        if clip_k(k, limit, options, f"the rank of a tensor of {b.adapter.label}") is None:
-            continue
-        b.split(
-            f"top{k}",
-            "cross",
-            "own_svd",
-            f"own_K{k}",
-            functools.partial(_top, k),
-            keep=f"top{k}",
-            drop=f"tail{k}",
-        )
-
-
-def _project(
-    basis: dict[str, torch.Tensor], info: dict[str, TensorInfo], name: str, delta: Delta
-) -> tuple[Delta, Delta]:
-    return bases.projection_split(delta, basis[name], info[name].side)
-
-
-def _top(k: int, name: str, delta: Delta) -> tuple[Delta, Delta]:
-    return bases.index_split(delta, list(range(k)))
-
-
 def build_variants(
     adapter: Adapter,
     adapters: Sequence[Adapter],
@@ -379,6 +267,7 @@ def for_each_variant(
 ) -> None:
     """Call `consume` on every variant of `adapter` in the chosen families (always `full` and `zero` first),
     in a fixed order, each as soon as it is built."""
+    from steerlab.analysis.cross_variants import cross_variants
     from steerlab.analysis.native import native_reshapes, native_variants
     from steerlab.analysis.param_variants import param_variants
 
@@ -390,9 +279,9 @@ def for_each_variant(
     b = VariantBuilder(adapter, info, consume, options)
     _reference(b)
     if "cross" in families:
-        _cross_variants(b, adapters, options)
+        cross_variants(b, adapters, options)
     if "layer" in families:
-        _layer_variants(b)
+        layer_variants(b)
     if "param" in families:
         param_variants(b, model, options)
     if "native" in families:

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from steerlab.bench.coefficients_config import POLICIES, coefficients_dict, parse_coefficients
 from steerlab.bench.config_errors import (
     ConfigError,
     choices_text,
@@ -30,6 +31,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
+    "POLICIES",
     "PRESETS",
     "BenchConfig",
     "ConfigError",
@@ -42,7 +44,6 @@ __all__ = [
 ]
 
 PRESETS = ("quick", "full", "weight-steering", "trad-care", "authority", "unsupervised")
-POLICIES = ("calibrated", "fixed", "kl-ladder")
 
 
 @dataclass
@@ -132,14 +133,7 @@ class BenchConfig:
         if self.dtype:
             data["dtype"] = self.dtype
         data.update(scale_out_dict(self))
-        coefficients: dict[str, Any] = {"policy": self.policy, "values": list(self.coefficients)}
-        if self.policy == "kl-ladder":
-            coefficients["targets"] = list(self.targets)
-        if self.fractions:
-            coefficients["fractions"] = list(self.fractions)
-        if self.extra_coefficients:
-            coefficients["extra"] = list(self.extra_coefficients)
-        data["coefficients"] = coefficients
+        data["coefficients"] = coefficients_dict(self)
         data["calibration"] = dict(self.calibration)
         data["null"] = dataclasses.asdict(self.null)
         data["selection"] = dataclasses.asdict(self.selection)
@@ -255,7 +249,7 @@ def parse_config(text: str, source: str = "<config>") -> BenchConfig:
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise config_error(config, f"'seeds' must be a non-empty list of integers, got {seeds!r}", "seeds")
     config.seeds = list(dict.fromkeys(seeds))
-    _parse_coefficients(config, data.get("coefficients", {}))
+    parse_coefficients(config, data.get("coefficients", {}))
     config.calibration = dict(data.get("calibration", {}))
     for key in ("method_options", "eval_options"):
         for name, options in data.get(key, {}).items():
@@ -296,53 +290,6 @@ def _parse_sweep(config: BenchConfig, table: dict[str, Any]) -> None:
         config.sweep.check(config.methods)
     except ValueError as error:
         raise config_error(config, str(error), "[sweep]") from None
-
-
-def _parse_coefficients(config: BenchConfig, table: dict[str, Any]) -> None:
-    for key in table:
-        if key not in ("policy", "values", "targets", "extra", "fractions"):
-            raise config_error(
-                config,
-                f"[coefficients] has no key {key!r}; valid keys: policy, values, targets, extra, fractions",
-                key,
-            )
-    config.policy = table.get("policy", "calibrated")
-    if config.policy not in POLICIES:
-        raise config_error(
-            config, f"coefficient policy {config.policy!r} is not one of {list(POLICIES)}", "policy"
-        )
-    values = table.get("values", [-1.0, 0.0, 1.0])
-    if not isinstance(values, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-    ):
-        raise config_error(
-            config, f"[coefficients] values must be a list of numbers, got {values!r}", "values"
-        )
-    config.coefficients = [float(v) for v in values]
-    if config.policy == "fixed" and 0.0 not in config.coefficients:
-        raise config_error(config, "[coefficients] values must include 0 (the unsteered model)", "values")
-    _parse_targets(config, table)
-    from steerlab.bench.extra_coeffs import parse_extra
-    from steerlab.bench.fractions import parse_fractions
-
-    config.extra_coefficients = parse_extra(config, table, config_error)
-    parse_fractions(config, table)
-
-
-def _parse_targets(config: BenchConfig, table: dict[str, Any]) -> None:
-    """``targets`` (kl-ladder only): KL levels in nats, each > 0; default 0.25, 0.5, 1, 2."""
-    if "targets" in table and config.policy != "kl-ladder":
-        raise config_error(config, '[coefficients] targets is only for policy = "kl-ladder"', "targets")
-    if config.policy != "kl-ladder":
-        return
-    targets = table.get("targets", [0.25, 0.5, 1.0, 2.0])
-    ok = isinstance(targets, list) and bool(targets)
-    ok = ok and all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in targets)
-    if not ok:
-        raise config_error(
-            config, f"[coefficients] targets must be a list of KLs > 0, got {targets!r}", "targets"
-        )
-    config.targets = sorted({float(t) for t in targets})
 
 
 def _check_cross_references(config: BenchConfig) -> None:
