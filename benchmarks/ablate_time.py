@@ -68,6 +68,7 @@ def main() -> None:
     def progress(message: str) -> None:
         lines.append(message)
         print(f"  [{(time.perf_counter() - before_ablate) / 60:5.1f} min] {message}", flush=True)
+
     table = sl.ablate(
         model,
         tok,

@@ -32,7 +32,9 @@ def adapter_state(trained: TrainedAdapter, pole: str) -> dict[str, torch.Tensor]
         rotations = getattr(layer, "oft_R", None)
         if isinstance(rotations, torch.nn.ModuleDict) and "default" in rotations:
             rotation = rotations["default"]
-            terms = rotation.num_cayley_neumann_terms if rotation.use_cayley_neumann else 0
+            terms = int(getattr(rotation, "num_cayley_neumann_terms", 0))
+            if not getattr(rotation, "use_cayley_neumann", False):
+                terms = 0
             state[f"{pole}/{module_name}/oft_neumann_terms"] = torch.tensor([float(terms)])
         if module_name in trained.initial_factors:
             up, down = trained.initial_factors[module_name]
