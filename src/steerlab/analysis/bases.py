@@ -15,12 +15,14 @@ import math
 
 import torch
 
+from steerlab.analysis import memo
 from steerlab.interventions.weight import Delta, LowRankDelta
 
 __all__ = [
     "RECON_TOL",
     "ReconstructionError",
     "base_lens_split",
+    "base_svd",
     "check_split",
     "dense_of",
     "energy",
@@ -86,7 +88,17 @@ def projection_split(delta: Delta, basis: torch.Tensor, side: str) -> tuple[Delt
 
 
 def own_svd(delta: Delta) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD (U, S, Vh) of dW in float64, with numerically zero singular values removed."""
+    """Thin SVD (U, S, Vh) of dW in float64, with numerically zero singular values removed.
+
+    Inside `memo.memoized("own_svd")` each delta object's SVD is computed once (callers must not modify it).
+    """
+    cache = memo.active("own_svd")
+    if cache is None:
+        return _own_svd(delta)
+    return cache.get(id(delta), delta, lambda: _own_svd(delta))
+
+
+def _own_svd(delta: Delta) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if isinstance(delta, LowRankDelta):
         q_up, r_up = torch.linalg.qr(delta.up.double())
         q_down, r_down = torch.linalg.qr(delta.down.double().T)
@@ -136,12 +148,24 @@ def top_subspace(delta: Delta, side: str, k: int) -> torch.Tensor:
     return u[:, :k] if side == "left" else vh[:k].T
 
 
-def shared_basis(deltas: list[Delta], side: str, k: int) -> torch.Tensor:
+def shared_basis(deltas: list[Delta], side: str, k: int, max_k: int | None = None) -> torch.Tensor:
     """Top-k left (right) singular vectors of the adapters' deltas stacked side by side (on top of each other).
 
     Each delta is normalised to unit Frobenius norm first, so no family dominates by its scale alone.
-    Computed from the d x d Gram matrix, which is cheap for low-rank deltas.
+    Computed from the d x d Gram matrix, which is cheap for low-rank deltas. Inside
+    `memo.memoized("shared_basis")` the top-`max_k` vectors of the same deltas are computed once and sliced.
     """
+    cache = memo.active("shared_basis")
+    if cache is None:
+        return _shared_basis(deltas, side, k)
+    key = ("shared_basis", side, *(id(d) for d in deltas))
+    stored = cache.get(key, list(deltas), lambda: _shared_basis(deltas, side, max(k, max_k or k)))
+    if stored.shape[1] < k and stored.shape[1] < residual_dim(deltas[0], side):
+        return _shared_basis(deltas, side, k)
+    return stored[:, :k].contiguous()
+
+
+def _shared_basis(deltas: list[Delta], side: str, k: int) -> torch.Tensor:
     dim = residual_dim(deltas[0], side)
     gram = torch.zeros(dim, dim, dtype=torch.float64)
     for delta in deltas:
@@ -168,11 +192,31 @@ def subspace_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a[:, :k].double().T @ b[:, :k].double()).pow(2).sum()) / k
 
 
-def base_lens_split(delta: Delta, base: torch.Tensor, k: int | None) -> tuple[Delta, Delta]:
+def base_svd(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U0, V0h) of a base weight's thin SVD in float64; once per weight object inside
+    `memo.memoized("base_svd")` (the weight must not change while the memo is open)."""
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        u0, _, v0h = torch.linalg.svd(weight.detach().float().cpu().double(), full_matrices=False)
+        return u0, v0h
+
+    cache = memo.active("base_svd")
+    return compute() if cache is None else cache.get(id(weight), weight, compute)
+
+
+def base_lens_split(
+    delta: Delta,
+    base: torch.Tensor,
+    k: int | None,
+    svd: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[Delta, Delta]:
     """The base weight's SVD lens: with W0 = U0 S0 V0^T and dS = U0^T dW V0, keep the diagonal of dS
     (k None: dW along the pretrained singular pairs) or the top-k x top-k block (dW inside the top-k
-    pretrained input and output directions)."""
-    u0, _, v0h = torch.linalg.svd(base.double(), full_matrices=False)
+    pretrained input and output directions). `svd`: (U0, V0h) of `base` if already known (`base_svd`)."""
+    if svd is None:
+        u0, _, v0h = torch.linalg.svd(base.double(), full_matrices=False)
+    else:
+        u0, v0h = svd
     dense = dense_of(delta).double()
     if k is None:
         diagonal = torch.einsum("oi,oj,ij->i", u0, dense, v0h)  # u0_i^T dW v0_i

@@ -28,7 +28,7 @@ def cross_variants(b: VariantBuilder, adapters: Sequence[Adapter], options: Vari
             if clip_k(k, dim, options, f"the residual dimension of {name} in {b.adapter.label}") is None:
                 continue
             peers = [a.delta.deltas[name] for a in adapters if name in a.delta.deltas]
-            bases_k[name] = bases.shared_basis(peers, side, k)
+            bases_k[name] = bases.shared_basis(peers, side, k, max_k=max(options.shared_k))
         if len(bases_k) < len(b.full.deltas):
             continue
         b.split(

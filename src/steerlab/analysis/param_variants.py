@@ -32,6 +32,13 @@ def _crop_indices(s: torch.Tensor, group: str) -> list[int]:
     return list(range(int(torch.searchsorted(cumulative, torch.tensor(share, dtype=s.dtype))) + 1))
 
 
+def _base_lens(
+    weights: dict[str, torch.nn.Parameter], k: int | None, name: str, delta: Delta
+) -> tuple[Delta, Delta]:
+    base = weights[name].detach().float().cpu()
+    return bases.base_lens_split(delta, base, k, svd=bases.base_svd(weights[name]))
+
+
 def param_variants(b: VariantBuilder, model: nn.Module, options: VariantOptions) -> None:
     for group in ("top_25pct_S", "mid_50pct_S", "bottom_25pct_S", "top_50pct_energy", "top_90pct_energy"):
         basis = "own_svd_energy" if "energy" in group else "own_svd_S"
@@ -50,7 +57,7 @@ def param_variants(b: VariantBuilder, model: nn.Module, options: VariantOptions)
         "param",
         "base_svd",
         "base_diag",
-        lambda n, d: bases.base_lens_split(d, weights[n].detach().float().cpu(), None),
+        functools.partial(_base_lens, weights, None),
     )
     k = options.base_k
     limit = min(min(d.shape) for d in b.full.deltas.values())
@@ -60,5 +67,5 @@ def param_variants(b: VariantBuilder, model: nn.Module, options: VariantOptions)
             "param",
             "base_svd",
             f"base_top{k}",
-            lambda n, d: bases.base_lens_split(d, weights[n].detach().float().cpu(), k),
+            functools.partial(_base_lens, weights, k),
         )

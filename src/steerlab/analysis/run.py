@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from steerlab.analysis import memo
 from steerlab.analysis.inputs import Adapter
 from steerlab.analysis.retention import bidirectional_si, retention_rows
 from steerlab.analysis.variants import ALL_FAMILIES, Variant, VariantOptions, for_each_variant
@@ -302,43 +303,66 @@ def run_ablations(
             functools.partial(_evaluate, model, tok, None, eval_name, [0.0], behavior, config),
         )
     records: list[dict[str, Any]] = []
-    for adapter in adapters:
-        started = time.perf_counter()
-        unit = _AdapterUnits(model, tok, adapter, config, store, behavior, bases_by_eval, notify)
-        for_each_variant(adapter, adapters, model, unit.consume, config.families, config.variants)
-        notify(f"{adapter.label}: {len(unit.meta)} variants in {time.perf_counter() - started:.1f}s")
-        for eval_name in config.evals:
-            found = retention_rows(
-                bases_by_eval[eval_name],
-                unit.scored[eval_name],
-                config.n_boot,
-                config.seed,
-                where=f"{adapter.label} / {eval_name}",
-            )
-            for row in found:
-                v = unit.meta[row["variant"]]
-                records.append(
-                    {
-                        "model": model_id,
-                        "behavior": adapter.behavior,
-                        "adapter": adapter.label,
-                        "adapter_family": adapter.family,
-                        "seed": adapter.seed,
-                        **v,
-                        "n_tensors_full": len(adapter.delta.deltas),
-                        "eval": eval_name,
-                        "si_bidirectional": bidirectional_si(
-                            bases_by_eval[eval_name], unit.scored[eval_name][row["variant"]]
-                        ),
-                        "seconds": unit.seconds[eval_name][row["variant"]],
-                        **row,
-                    }
+    with memo.memoized("base_svd", "shared_basis"):  # shared by every adapter
+        for adapter in adapters:
+            records.extend(
+                _adapter_records(
+                    model, tok, adapter, adapters, config, store, behavior, bases_by_eval, notify, model_id
                 )
+            )
     table = pd.DataFrame.from_records(records)
     if len(table):
         table["retention"] = table["retention"].astype(float)
         table.loc[~np.isfinite(table["retention"]), "retention"] = math.nan
     return table
+
+
+def _adapter_records(
+    model: nn.Module,
+    tok: Any,
+    adapter: Adapter,
+    adapters: Sequence[Adapter],
+    config: AblationConfig,
+    store: Any,
+    behavior: str | None,
+    bases_by_eval: dict[str, pd.DataFrame],
+    notify: Callable[[str], None],
+    model_id: str,
+) -> list[dict[str, Any]]:
+    """Build and score every variant of one adapter; its rows of the ablations table."""
+    records: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    unit = _AdapterUnits(model, tok, adapter, config, store, behavior, bases_by_eval, notify)
+    for_each_variant(adapter, adapters, model, unit.consume, config.families, config.variants)
+    notify(f"{adapter.label}: {len(unit.meta)} variants in {time.perf_counter() - started:.1f}s")
+    for eval_name in config.evals:
+        found = retention_rows(
+            bases_by_eval[eval_name],
+            unit.scored[eval_name],
+            config.n_boot,
+            config.seed,
+            where=f"{adapter.label} / {eval_name}",
+        )
+        for row in found:
+            v = unit.meta[row["variant"]]
+            records.append(
+                {
+                    "model": model_id,
+                    "behavior": adapter.behavior,
+                    "adapter": adapter.label,
+                    "adapter_family": adapter.family,
+                    "seed": adapter.seed,
+                    **v,
+                    "n_tensors_full": len(adapter.delta.deltas),
+                    "eval": eval_name,
+                    "si_bidirectional": bidirectional_si(
+                        bases_by_eval[eval_name], unit.scored[eval_name][row["variant"]]
+                    ),
+                    "seconds": unit.seconds[eval_name][row["variant"]],
+                    **row,
+                }
+            )
+    return records
 
 
 def write_table(table: pd.DataFrame, out: Path) -> Path:

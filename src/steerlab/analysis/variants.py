@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from steerlab.analysis import bases
+from steerlab.analysis import bases, memo
 from steerlab.analysis.inputs import Adapter
 from steerlab.analysis.layer_variants import MODULE_GROUPS, layer_variants
 from steerlab.interventions import WeightDelta
@@ -267,16 +267,30 @@ def for_each_variant(
 ) -> None:
     """Call `consume` on every variant of `adapter` in the chosen families (always `full` and `zero` first),
     in a fixed order, each as soon as it is built."""
-    from steerlab.analysis.cross_variants import cross_variants
-    from steerlab.analysis.native import native_reshapes, native_variants
-    from steerlab.analysis.param_variants import param_variants
-
     options = options or VariantOptions()
     unknown = sorted(set(families) - set(ALL_FAMILIES))
     if unknown:
         raise ValueError(f"--variants: unknown famil(ies) {unknown}; choose from {list(ALL_FAMILIES)}")
     info = tensor_info(model, list(adapter.delta.deltas))
     b = VariantBuilder(adapter, info, consume, options)
+    # own SVDs live for this adapter only; base SVDs and shared bases for the whole run if the caller opened
+    # those memos (`run_ablations` does), else for this adapter
+    with memo.memoized("own_svd", "base_svd", "shared_basis"):
+        _build(b, adapter, adapters, model, families, options)
+
+
+def _build(
+    b: VariantBuilder,
+    adapter: Adapter,
+    adapters: Sequence[Adapter],
+    model: nn.Module,
+    families: Sequence[str],
+    options: VariantOptions,
+) -> None:
+    from steerlab.analysis.cross_variants import cross_variants
+    from steerlab.analysis.native import native_reshapes, native_variants
+    from steerlab.analysis.param_variants import param_variants
+
     _reference(b)
     if "cross" in families:
         cross_variants(b, adapters, options)
@@ -285,7 +299,7 @@ def for_each_variant(
     if "param" in families:
         param_variants(b, model, options)
     if "native" in families:
-        for v in native_variants(adapter, model, info):
+        for v in native_variants(adapter, model, b.info):
             b.split(v.stem, "native", v.basis, v.group, v.fn, keep=v.keep_name, drop=v.drop_name)
         generator = torch.Generator().manual_seed(options.seed + 104729)
         for name, deltas in native_reshapes(adapter, generator).items():
