@@ -46,7 +46,7 @@ class Memo:
         found = self.entries.get(key)
         if found is not None:
             self.hits += 1
-            return found[1]  # type: ignore[no-any-return]
+            return found[1]
         value = compute()
         size = _nbytes(value)
         if self.bytes + size <= self.max_bytes:

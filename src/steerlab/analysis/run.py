@@ -26,10 +26,16 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from steerlab.analysis import memo
+from steerlab.analysis import memo, prefix
 from steerlab.analysis.inputs import Adapter
 from steerlab.analysis.retention import bidirectional_si, retention_rows
-from steerlab.analysis.variants import ALL_FAMILIES, Variant, VariantOptions, for_each_variant
+from steerlab.analysis.variants import (
+    ALL_FAMILIES,
+    Variant,
+    VariantOptions,
+    for_each_variant,
+    tensor_info,
+)
 from steerlab.interventions import WeightDelta
 from steerlab.interventions.weight import LowRankDelta
 
@@ -58,6 +64,8 @@ class AblationConfig:
     n_boot: int = 1000
     seed: int = 0
     max_batch: int = 64
+    reuse_prefix: bool = True  # variants reuse the base's hidden states below their first modified layer
+    prefix_max_bytes: int = prefix.DEFAULT_MAX_BYTES  # the recorded hidden states' cap (all evals)
 
 
 def _key(document: dict[str, Any]) -> str:
@@ -160,8 +168,11 @@ class _AdapterUnits:
         behavior: str | None,
         bases_by_eval: dict[str, pd.DataFrame],
         notify: Callable[[str], None],
+        records: dict[str, prefix.PrefixRecord | None] | None = None,
     ) -> None:
         self.model, self.tok, self.adapter, self.config = model, tok, adapter, config
+        self.records = records or {}
+        self.info = tensor_info(model, list(adapter.delta.deltas))
         self.store, self.behavior, self.bases, self.notify = store, behavior, bases_by_eval, notify
         self.delta_hash = _delta_hash(adapter)
         self.full_storage = _storage(adapter.delta)
@@ -229,7 +240,36 @@ class _AdapterUnits:
 
     def _compute(self, variant: Variant, eval_name: str) -> pd.DataFrame:
         coeffs = _coeffs(variant, self.adapter, self.model, self.tok, self.config)  # only for units to run
-        return _evaluate(self.model, self.tok, variant.delta, eval_name, coeffs, self.behavior, self.config)
+        with prefix.reusing(self.model, self.records.get(eval_name), self._first_layer(variant)):
+            return _evaluate(
+                self.model, self.tok, variant.delta, eval_name, coeffs, self.behavior, self.config
+            )
+
+    def _first_layer(self, variant: Variant) -> int:
+        """The first decoder layer the variant modifies (0 when it touches anything outside the layers)."""
+        found = [self.info[n].layer if n in self.info else -1 for n in variant.delta.deltas]
+        return max(min(found, default=0), 0)
+
+
+def _prefix_record(
+    model: nn.Module, adapters: Sequence[Adapter], config: AblationConfig, budget: int
+) -> prefix.PrefixRecord | None:
+    """An empty record of the layers the adapters modify (but layer 0), or None without prefix reuse."""
+    if not config.reuse_prefix or budget <= 0:
+        return None
+    names = sorted({n for a in adapters for n in a.delta.deltas})
+    layers = frozenset(i.layer for i in tensor_info(model, names).values() if i.layer > 0)
+    return prefix.PrefixRecord(layers, budget) if layers else None
+
+
+def _recorded(
+    model: nn.Module, record: prefix.PrefixRecord | None, compute: Callable[[], pd.DataFrame]
+) -> Callable[[], pd.DataFrame]:
+    def run() -> pd.DataFrame:
+        with prefix.recording(model, record):
+            return compute()
+
+    return run
 
 
 def _storage(delta: WeightDelta) -> set[int]:
@@ -287,6 +327,8 @@ def run_ablations(
     behavior = _sign_behavior(adapters[0].behavior)
     model_id = model_info(model).model_id
     bases_by_eval: dict[str, pd.DataFrame] = {}
+    records_by_eval: dict[str, prefix.PrefixRecord | None] = {}
+    budget = config.prefix_max_bytes
     inputs: dict[str, Any]
     for eval_name in config.evals:
         inputs = {
@@ -295,19 +337,31 @@ def run_ablations(
             "behavior": behavior,
             "model": model_id,
         }
+        base = functools.partial(_evaluate, model, tok, None, eval_name, [0.0], behavior, config)
+        record = _prefix_record(model, adapters, config, budget)
         bases_by_eval[eval_name] = _scored(
-            store,
-            "ablate-base",
-            eval_name,
-            inputs,
-            functools.partial(_evaluate, model, tok, None, eval_name, [0.0], behavior, config),
+            store, "ablate-base", eval_name, inputs, _recorded(model, record, base)
         )
+        if record is not None and not record.calls and not record.overflow:  # the base came from the store
+            _recorded(model, record, base)()
+        records_by_eval[eval_name] = record
+        budget -= record.bytes if record is not None else 0
     records: list[dict[str, Any]] = []
     with memo.memoized("base_svd", "shared_basis"):  # shared by every adapter
         for adapter in adapters:
             records.extend(
                 _adapter_records(
-                    model, tok, adapter, adapters, config, store, behavior, bases_by_eval, notify, model_id
+                    model,
+                    tok,
+                    adapter,
+                    adapters,
+                    config,
+                    store,
+                    behavior,
+                    bases_by_eval,
+                    notify,
+                    model_id,
+                    records_by_eval,
                 )
             )
     table = pd.DataFrame.from_records(records)
@@ -328,11 +382,12 @@ def _adapter_records(
     bases_by_eval: dict[str, pd.DataFrame],
     notify: Callable[[str], None],
     model_id: str,
+    prefix_records: dict[str, prefix.PrefixRecord | None],
 ) -> list[dict[str, Any]]:
     """Build and score every variant of one adapter; its rows of the ablations table."""
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
-    unit = _AdapterUnits(model, tok, adapter, config, store, behavior, bases_by_eval, notify)
+    unit = _AdapterUnits(model, tok, adapter, config, store, behavior, bases_by_eval, notify, prefix_records)
     for_each_variant(adapter, adapters, model, unit.consume, config.families, config.variants)
     notify(f"{adapter.label}: {len(unit.meta)} variants in {time.perf_counter() - started:.1f}s")
     for eval_name in config.evals:

@@ -1,0 +1,209 @@
+"""Reuse the base model's hidden states below a variant's first modified layer.
+
+A weight variant changes only decoder layers >= L (its first modified layer), so the hidden states entering
+layer L are the base model's for every variant. `recording` stores them during the base (c = 0) evaluation
+of an eval, per forward call, keyed by the call's input_ids and attention mask; `reusing` then runs a
+variant's evaluation with layers < L passed through and layer L fed the recorded input. A call whose batch
+has no record (other rows, another batching) runs the full forward, so the scores are unchanged either way.
+Records are bounded in bytes: past the cap, recording stops and nothing is reused for that eval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["DEFAULT_MAX_BYTES", "PrefixRecord", "recording", "reusing"]
+
+log = logging.getLogger("steerlab.analysis.prefix")
+
+DEFAULT_MAX_BYTES = 1 << 30
+
+
+@dataclass
+class _Call:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> its input hidden states
+
+
+@dataclass
+class PrefixRecord:
+    """The base model's input hidden states of `layers`, for each recorded forward call."""
+
+    layers: frozenset[int]
+    max_bytes: int = DEFAULT_MAX_BYTES
+    calls: dict[str, _Call] = field(default_factory=dict)
+    bytes: int = 0
+    overflow: bool = False
+    tuple_length: int = 0  # 0: a decoder layer returns a tensor; n: a tuple of n (hidden first)
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.calls) and not self.overflow
+
+    def find(self, input_ids: Any, attention_mask: Any) -> _Call | None:
+        """The recorded call with exactly these inputs, if any."""
+        if not isinstance(input_ids, torch.Tensor):
+            return None
+        found = self.calls.get(_key(input_ids, attention_mask))
+        if found is None or not torch.equal(found.input_ids, input_ids):
+            return None
+        if (found.attention_mask is None) != (attention_mask is None):
+            return None
+        if found.attention_mask is not None and not torch.equal(found.attention_mask, attention_mask):
+            return None
+        return found
+
+
+def _key(input_ids: torch.Tensor, attention_mask: Any) -> str:
+    digest = hashlib.sha256(input_ids.detach().cpu().numpy().tobytes())
+    digest.update(str(tuple(input_ids.shape)).encode())
+    if isinstance(attention_mask, torch.Tensor):
+        digest.update(attention_mask.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    input_ids = kwargs.get("input_ids", args[0] if args else None)
+    return input_ids, kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+
+def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_hidden(
+    args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+@contextlib.contextmanager
+def recording(model: nn.Module, record: PrefixRecord | None) -> Iterator[None]:
+    """Store, for every forward call of `model` in the block, the input hidden states of `record.layers`."""
+    from steerlab.models import decoder_layers
+
+    if record is None:
+        yield
+        return
+    layers = decoder_layers(model)
+    current: list[_Call] = []
+
+    def start(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        input_ids, mask = _inputs(args, kwargs)
+        current.clear()
+        if isinstance(input_ids, torch.Tensor) and not record.overflow:
+            current.append(_Call(input_ids.detach().clone(), None if mask is None else mask.detach().clone()))
+
+    def keep(index: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if not current or record.overflow:
+                return
+            hidden = _hidden_of(args, kwargs)
+            record.bytes += hidden.numel() * hidden.element_size()
+            if record.bytes > record.max_bytes:
+                log.info("prefix record over %d bytes: no reuse for this eval", record.max_bytes)
+                record.overflow = True
+                record.calls.clear()
+                current.clear()
+                return
+            current[0].hidden[index] = hidden.detach().clone()
+
+        return hook
+
+    def returned(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        record.tuple_length = len(output) if isinstance(output, tuple) else 0
+
+    def finish(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        if current and set(current[0].hidden) == set(record.layers):
+            call = current[0]
+            record.calls[_key(call.input_ids, call.attention_mask)] = call
+        current.clear()
+
+    handles = [
+        model.register_forward_pre_hook(start, with_kwargs=True),
+        model.register_forward_hook(finish, with_kwargs=True),
+    ]
+    for index in sorted(record.layers):
+        handles.append(layers[index].register_forward_pre_hook(keep(index), with_kwargs=True))
+    if record.layers:
+        handles.append(layers[min(record.layers)].register_forward_hook(returned))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def reusing(model: nn.Module, record: PrefixRecord | None, first_layer: int) -> Iterator[None]:
+    """Within the block, a forward call of `model` whose inputs were recorded skips layers < `first_layer`
+    and feeds layer `first_layer` its recorded input; any other call runs in full."""
+    from steerlab.models import decoder_layers
+
+    if record is None or not record.usable or first_layer <= 0 or first_layer not in record.layers:
+        yield
+        return
+    layers = decoder_layers(model)
+    found: list[torch.Tensor] = []
+
+    def start(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        found.clear()
+        call = record.find(*_inputs(args, kwargs))
+        if call is not None:
+            found.append(call.hidden[first_layer])
+
+    def finish(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        found.clear()
+
+    def substitute(
+        module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        if not found:
+            return None
+        incoming = _hidden_of(args, kwargs)
+        if incoming.shape != found[0].shape:
+            raise RuntimeError(
+                f"prefix reuse: layer {first_layer} got hidden states {tuple(incoming.shape)}, the record "
+                f"has {tuple(found[0].shape)}"
+            )
+        return _with_hidden(args, kwargs, found[0])
+
+    def pass_through(original: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if not found:
+                return original(*args, **kwargs)
+            hidden = _hidden_of(args, kwargs)
+            return (hidden, *([None] * (record.tuple_length - 1))) if record.tuple_length else hidden
+
+        return forward
+
+    handles = [
+        model.register_forward_pre_hook(start, with_kwargs=True),
+        model.register_forward_hook(finish, with_kwargs=True),
+        layers[first_layer].register_forward_pre_hook(substitute, with_kwargs=True),
+    ]
+    overridden: list[tuple[nn.Module, Any]] = []
+    try:
+        for layer in list(layers)[:first_layer]:
+            overridden.append((layer, layer.__dict__.get("forward")))
+            layer.forward = pass_through(layer.forward)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer, previous in overridden:
+            if previous is None:
+                del layer.forward
+            else:
+                layer.forward = previous
