@@ -162,3 +162,29 @@ def test_ablations_with_prefix_reuse_equal_those_without(tok, model, cap):
     }
     assert len(run[True]) > 20
     pd.testing.assert_frame_equal(run[True], run[False], check_exact=True)
+
+
+def test_a_stored_base_is_recorded_again_and_reuse_stays_exact(tok, model, tmp_path):
+    from steerlab.bench.store import UnitStore
+
+    adapters = [_adapter(model, "a", range(1, 4), 0)]
+    store = UnitStore(tmp_path / "units")
+    run_ablations(model, tok, adapters, _config(families=("layer",)), store=store)  # the base is now stored
+    counts, handles = _count_layer_calls(model)
+    try:
+        resumed = run_ablations(model, tok, adapters, _config(families=("layer", "cross")), store=store)
+    finally:
+        for h in handles:
+            h.remove()
+    fresh = run_ablations(model, tok, adapters, _config(families=("layer", "cross"), reuse_prefix=False))
+    cols = ["variant", "coeff", "effect", "retention", "n_rows"]
+    pd.testing.assert_frame_equal(resumed[cols], fresh[cols], check_exact=True)
+    assert counts[0] < counts[1]  # the new cross variants (from layer 1) skipped layer 0
+
+
+def test_the_bench_section_checks_reuse_prefix():
+    from steerlab.analysis.bench import AblateSection
+
+    AblateSection(reuse_prefix=False).check()
+    with pytest.raises(ValueError, match="reuse_prefix must be true or false"):
+        AblateSection(reuse_prefix="no").check()  # type: ignore[arg-type]

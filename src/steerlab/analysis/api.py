@@ -67,6 +67,7 @@ def ablate(
     options: VariantOptions | None = None,
     arms: str = "positive",
     recalibrate: bool = False,
+    reuse_prefix: bool = True,
     thresholds: Thresholds | None = None,
     n_boot: int = 1000,
     seed: int = 0,
@@ -98,6 +99,7 @@ def ablate(
         recalibrate=recalibrate,
         n_boot=n_boot,
         seed=seed,
+        reuse_prefix=reuse_prefix,
     )
     store = None
     if out is not None:

@@ -5,6 +5,7 @@
     variants = ["cross", "layer", "param", "native"]
     eval_options = {}                      # default: the bench's eval_options
     recalibrate = false                    # true: each variant re-calibrated to the full delta's KL
+    reuse_prefix = true                    # false: every variant runs the full forward (same scores)
 
 Every calibrated weight-family arm of the bench (each family x seed) is one adapter; the output goes to
 OUT/ablate (ablations.parquet, report.md), resumable like the rest of the bench.
@@ -28,6 +29,7 @@ class AblateSection:
     random_draws: int = 3
     norm_controls: bool = True
     recalibrate: bool = False  # each variant at its own |c|, iso-KL with the full delta (slower)
+    reuse_prefix: bool = True  # reuse the base's hidden states below each variant's first modified layer
 
     def check(self) -> None:
         from steerlab.analysis.api import parse_families
@@ -35,6 +37,8 @@ class AblateSection:
         parse_families(self.variants)
         if not isinstance(self.recalibrate, bool):
             raise ValueError(f"[ablate] recalibrate must be true or false, got {self.recalibrate!r}")
+        if not isinstance(self.reuse_prefix, bool):
+            raise ValueError(f"[ablate] reuse_prefix must be true or false, got {self.reuse_prefix!r}")
         if self.arms not in ("positive", "both"):
             raise ValueError(f"[ablate] arms must be 'positive' or 'both', got {self.arms!r}")
 
@@ -72,6 +76,7 @@ def run_bench_ablate(
         options=VariantOptions(random_draws=section.random_draws, norm_controls=section.norm_controls),
         arms=section.arms,
         recalibrate=section.recalibrate,
+        reuse_prefix=section.reuse_prefix,
         n_boot=config.n_boot,
     )
     return "done"

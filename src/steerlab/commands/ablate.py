@@ -79,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         options=options,
         arms=args.arms,
         recalibrate=args.recalibrate,
+        reuse_prefix=not args.no_prefix_reuse,
         thresholds=_thresholds(args),
         n_boot=args.n_boot,
         seed=args.seed,
@@ -107,6 +108,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--coeff", type=float, default=None, help="|c| for every adapter (default: calibrated)"
     )
     parser.add_argument("--recalibrate", action="store_true", help="re-calibrate each variant to the same KL")
+    parser.add_argument(
+        "--no-prefix-reuse",
+        action="store_true",
+        help="run every variant's full forward (default: reuse the base's hidden states below its first layer)",
+    )
     parser.add_argument(
         "--arms", choices=("positive", "both"), default="positive", help="+c only, or -c and +c"
     )
