@@ -7,6 +7,7 @@ the per-variant scoring cost (median and total per ablation family), measured in
 
     .venv/bin/python benchmarks/ablate_time.py [--families lora,pissa,delora] [--evals sycophancy-claims,daily-dilemmas-honesty]
         [--variants cross,layer,param,native] [--coeff 4] [--out /tmp/ablate-bench] [--threads 2]
+        [--no-prefix-reuse]
 
 Extraction (contrast generation + training) is done first and timed apart; pass --coeff to skip calibration
 (otherwise each adapter is calibrated once, also timed apart). Rerunning with the same --out resumes.
@@ -35,6 +36,9 @@ def main() -> None:
     parser.add_argument("--coeff", type=float, default=None, help="|c| for all (default: calibrate each)")
     parser.add_argument("--out", default="/tmp/steerlab-ablate-bench")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--no-prefix-reuse", action="store_true", help="full forward per variant (writes OUT/ablate-noreuse)"
+    )
     args = parser.parse_args()
 
     import pandas as pd
@@ -76,11 +80,12 @@ def main() -> None:
         evals=args.evals.split(","),
         variants=args.variants,
         coeff=args.coeff,
-        out=out / "ablate",
+        out=out / ("ablate-noreuse" if args.no_prefix_reuse else "ablate"),
         progress=progress,
+        reuse_prefix=not args.no_prefix_reuse,
     )
     ablate_seconds = time.perf_counter() - before_ablate
-    built = [line for line in lines if "variants built" in line]
+    built = [line for line in lines if " variants in " in line]
     print("\n".join(f"  {line}" for line in built))
     per = table[table["coeff"] > 0]
     cost = per.groupby("ablation")["seconds"].agg(["count", "median", "sum"])
