@@ -160,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model} ({n_layers} layers), trait {trait.name}, vector mean_diff from {args.source}, "
           f"steering layer {layer}, coeffs {args.coeffs}, systems {len(systems)}, "
           f"{len(questions)} questions, {args.tokens} new tokens, judge {judge.judge_id}")  # fmt: skip
-    by = rows.groupby(["coeff", rows["system"].fillna("(none)").str[:30]], sort=False)["trait"]
+    by = rows.groupby(["coeff", rows["system"].fillna("(none)")], sort=False)["trait"]
     print("mean judged trait per condition:")
     for (coeff, system), scores in by:
-        print(f"  c={coeff:+g} system={system!r}: {scores.mean():.1f} (n={scores.notna().sum()})")
+        label = system if len(system) <= 48 else system[:45] + "..."
+        print(f"  c={coeff:+g} system={label!r}: {scores.mean():.1f} (n={scores.notna().sum()})")
     print("Pearson r, last-prompt-token projection vs judged trait (95% bootstrap CI, n):")
     for rec in corr.to_dict("records"):
         where = (
