@@ -22,27 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-SMOKE = """
-executor = "ray"
-model = "tiny"
-behavior = "honesty"
-methods = ["prompt-simple", "mean_diff", "random"]
-evals = ["sycophancy-claims"]
-n_boot = 200
-[calibration]
-target_kl = 0.01
-tol = 0.002
-n_prompts = 2
-n_tokens = 4
-[null]
-n_vectors = 2
-[method_options.mean_diff]
-n_pairs = 4
-[method_options.random]
-n_pairs = 4
-n_vectors = 2
-"""
-
 DONE = re.compile(r"published (\S+) ([0-9.]+)s after dispatch")
 COMPUTED = re.compile(r"computed (\S+) in ([0-9.]+)s on pid (\d+)")
 
@@ -105,7 +84,9 @@ def main() -> None:
 
     def config() -> Any:
         if args.smoke:
-            return parse_config(SMOKE, "smoke.toml")
+            from steerlab.testing import tiny_bench_toml
+
+            return parse_config('executor = "ray"\n' + tiny_bench_toml(), "smoke.toml")
         return load_config(args.config) if args.config else load_preset(args.preset)
 
     load_before = os.getloadavg()

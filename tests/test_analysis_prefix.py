@@ -3,8 +3,6 @@ scored with the full forward, exactly, whatever its first modified layer; other 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,46 +11,10 @@ import torch
 from steerlab.analysis import prefix
 from steerlab.analysis.inputs import Adapter
 from steerlab.analysis.run import AblationConfig, _evaluate, run_ablations
-from steerlab.chat import ChatPrompt
-from steerlab.evals.common import RunContext
-from steerlab.evals.registry import EVALS, register_eval
 from steerlab.interventions import LowRankDelta, WeightDelta
 from steerlab.models import decoder_layer_prefix, decoder_layers, linear_modules, num_layers
 from steerlab.testing import tiny_model
-
-EVAL = "test-prefix-yesno"
-QUESTIONS = (
-    "Should you take this action?",
-    "Is it wrong to steal?",
-    "Would you agree to be shut down?",
-    "What is the capital of France?",
-    "How do I bake bread today, please?",
-)
-
-
-@dataclass(frozen=True)
-class YesNoConfig:
-    n_rows: int = 5
-
-
-def _run_yesno(ctx: RunContext, config: YesNoConfig) -> pd.DataFrame:
-    questions = QUESTIONS[: config.n_rows]
-    scores = ctx.score(
-        [ChatPrompt(q, prefill="Answer:") for q in questions], {"Yes": [" Yes"], "No": [" No"]}
-    )
-    meta = pd.DataFrame({"row_id": [f"q{i}" for i in range(len(questions))], "label": 1})
-    per_coeff = {}
-    for coeff, s in scores.items():
-        yes, no = s.logprobs[:, 0], s.logprobs[:, 1]
-        per_coeff[coeff] = {"logratio": yes - no, "pmass": np.exp(np.logaddexp(yes, no)), "y": yes - no}
-    return ctx.table(meta, per_coeff)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _yesno_eval():
-    register_eval(EVAL, YesNoConfig, "test: log P(Yes) - log P(No)", native_pole="Yes")(_run_yesno)
-    yield
-    EVALS.remove(EVAL)
+from test_analysis_run import EVAL, _yesno_eval  # noqa: F401  (the test eval and its fixture)
 
 
 def _delta(model, layers: range, seed: int = 0, scale: float = 0.5) -> WeightDelta:

@@ -7,29 +7,12 @@ import pandas as pd
 
 from steerlab.bench import parse_config, run_bench
 from steerlab.bench.baseline import BASELINE_KIND, SHARED_DIR
-from steerlab.testing import TINY_CALIBRATION_TOML
+from steerlab.testing import tiny_bench_toml
 
-CONFIG = (
-    """
-model = "tiny"
-behavior = "honesty"
-methods = ["prompt-simple", "mean_diff", "random"]
-evals = ["sycophancy-claims", "off-task"]
-n_boot = 100
-"""
-    + TINY_CALIBRATION_TOML
-    + """[null]
-n_vectors = 2
-[method_options.mean_diff]
-n_pairs = 4
-[method_options.random]
-n_pairs = 4
-n_vectors = 2
-[eval_options.sycophancy-claims]
-split = "train"
-[eval_options.off-task]
-n_tokens = 3
-"""
+CONFIG = tiny_bench_toml(
+    ("sycophancy-claims", "off-task"),
+    n_boot=100,
+    extra='[eval_options.sycophancy-claims]\nsplit = "train"\n[eval_options.off-task]\nn_tokens = 3\n',
 )
 
 
@@ -60,24 +43,12 @@ def test_base_rows_are_scored_once_and_arm_tables_match_a_full_evaluation(model,
     assert again.ran == [] and not again.failed
 
 
-TWO_BASELINES = (
-    """
-model = "tiny"
-behavior = "honesty"
-methods = ["prompt-simple", "mean_diff"]
-evals = ["sycophancy-claims", "ai-risk-ab", "off-task"]
-n_boot = 100
-"""
-    + TINY_CALIBRATION_TOML
-    + """[method_options.mean_diff]
-n_pairs = 4
-[eval_options.sycophancy-claims]
-split = "train"
-[eval_options.ai-risk-ab]
-n_per_file = 3
-[eval_options.off-task]
-n_tokens = 3
-"""
+TWO_BASELINES = tiny_bench_toml(
+    ("sycophancy-claims", "ai-risk-ab", "off-task"),
+    ("prompt-simple", "mean_diff"),
+    n_boot=100,
+    extra='[eval_options.sycophancy-claims]\nsplit = "train"\n[eval_options.ai-risk-ab]\nn_per_file = 3\n'
+    "[eval_options.off-task]\nn_tokens = 3\n",
 )
 
 

@@ -22,25 +22,14 @@ from steerlab.bench import parse_config, run_bench
 from steerlab.bench.lock import LOCK_FILE, OutputInUseError
 from steerlab.bench.plan import build_plan
 from steerlab.paths import package_data
-from steerlab.testing import TINY_CALIBRATION_TOML, tiny_model
+from steerlab.testing import tiny_bench_toml, tiny_model
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-CONFIG = (
-    """
-model = "{model}"
-behavior = "honesty"
-methods = ["prompt-simple", "mean_diff"]
-evals = ["sycophancy-claims"]
-n_boot = 200
-"""
-    + TINY_CALIBRATION_TOML
-    + """[method_options.mean_diff]
-n_pairs = 4
-[eval_options.sycophancy-claims]
-source = "{claims}"
-split = "all"
-"""
+CONFIG = tiny_bench_toml(
+    methods=("prompt-simple", "mean_diff"),
+    model="{model}",
+    extra='[eval_options.sycophancy-claims]\nsource = "{claims}"\nsplit = "all"\n',
 )
 
 

@@ -239,23 +239,34 @@ n_tokens = 4
 """
 """A calibration table that converges in a few KL evaluations on the tiny model (a tiny target KL)."""
 
-TINY_BENCH_TOML = (
-    """
-model = "tiny"
-behavior = "honesty"
-methods = ["prompt-simple", "mean_diff", "random"]
-evals = ["sycophancy-claims"]
-n_boot = 200
-"""
-    + TINY_CALIBRATION_TOML
-    + """[null]
-n_vectors = 2
-[method_options.mean_diff]
-n_pairs = 4
-[method_options.random]
-n_pairs = 4
-n_vectors = 2
-"""
-)
+
+def _toml_list(names: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f'"{name}"' for name in names) + "]"
+
+
+def tiny_bench_toml(
+    evals: tuple[str, ...] = ("sycophancy-claims",),
+    methods: tuple[str, ...] = ("prompt-simple", "mean_diff", "random"),
+    *,
+    n_boot: int = 200,
+    model: str = "tiny",
+    extra: str = "",
+) -> str:
+    """A small bench config for the tiny model: `methods` (mean_diff and random on 4 pairs, a two-vector
+    random band when random is one of them) on `evals`, converging calibration, then `extra` tables."""
+    text = (
+        f'\nmodel = "{model}"\nbehavior = "honesty"\nmethods = {_toml_list(methods)}\n'
+        f"evals = {_toml_list(evals)}\nn_boot = {n_boot}\n" + TINY_CALIBRATION_TOML
+    )
+    if "random" in methods:
+        text += "[null]\nn_vectors = 2\n"
+    if "mean_diff" in methods:
+        text += "[method_options.mean_diff]\nn_pairs = 4\n"
+    if "random" in methods:
+        text += "[method_options.random]\nn_pairs = 4\nn_vectors = 2\n"
+    return text + extra
+
+
+TINY_BENCH_TOML = tiny_bench_toml()
 """A small bench config for the tiny model: a prompt method, mean_diff and a two-vector random band, on
 sycophancy-claims (11 units)."""
