@@ -16,6 +16,7 @@ import math
 import torch
 
 from steerlab.analysis import memo
+from steerlab.analysis.thin_svd import ThinSVD, thin_svd
 from steerlab.interventions.weight import Delta, LowRankDelta
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "energy",
     "index_split",
     "own_svd",
+    "own_thin_svd",
     "projection_split",
     "random_basis",
     "random_like",
@@ -87,8 +89,20 @@ def projection_split(delta: Delta, basis: torch.Tensor, side: str) -> tuple[Delt
     return kept, delta - kept
 
 
+OWN_SVD_REL_TOL = 1e-7
+"""Own-SVD components with S <= OWN_SVD_REL_TOL * S[0] are dropped as numerically zero."""
+
+
 def own_svd(delta: Delta) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD (U, S, Vh) of dW in float64, with numerically zero singular values removed.
+
+    The full factors, rebuilt from `own_thin_svd` on each call; the splits use `own_thin_svd` directly.
+    """
+    return own_thin_svd(delta).factors()
+
+
+def own_thin_svd(delta: Delta) -> ThinSVD:
+    """dW's own SVD (as `own_svd`), kept by its smaller factor when dW is dense (see `thin_svd`).
 
     Inside `memo.memoized("own_svd")` each delta object's SVD is computed once (callers must not modify it).
     """
@@ -98,30 +112,29 @@ def own_svd(delta: Delta) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return cache.get(id(delta), delta, lambda: _own_svd(delta))
 
 
-def _own_svd(delta: Delta) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _own_svd(delta: Delta) -> ThinSVD:
     if isinstance(delta, LowRankDelta):
         q_up, r_up = torch.linalg.qr(delta.up.double())
         q_down, r_down = torch.linalg.qr(delta.down.double().T)
         u, s, vh = torch.linalg.svd(r_up @ r_down.T, full_matrices=False)
         u, vh = q_up @ u, vh @ q_down.T
-    else:
-        u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
-    keep = s > (float(s[0]) * 1e-7 if len(s) and float(s[0]) > 0 else 0.0)
-    return u[:, keep], s[keep], vh[keep]
+        keep = s > (float(s[0]) * OWN_SVD_REL_TOL if len(s) and float(s[0]) > 0 else 0.0)
+        return ThinSVD(s[keep], u=u[:, keep], vh=vh[keep])
+    return thin_svd(delta, OWN_SVD_REL_TOL)
 
 
 def index_split(delta: Delta, indices: list[int]) -> tuple[Delta, Delta]:
     """Keep the own-SVD components at `indices` (a low-rank delta); the rest is the residual."""
-    u, s, vh = own_svd(delta)
+    svd = own_thin_svd(delta)
     chosen = torch.tensor(sorted(set(indices)), dtype=torch.long)
-    if len(chosen) and int(chosen.max()) >= len(s):
+    if len(chosen) and int(chosen.max()) >= svd.rank:
         raise ValueError(
-            f"singular component {int(chosen.max())} requested, but the tensor has rank {len(s)}"
+            f"singular component {int(chosen.max())} requested, but the tensor has rank {svd.rank}"
         )
-    keep = LowRankDelta((u[:, chosen] * s[chosen]).float(), vh[chosen].float())
+    keep = LowRankDelta(svd.scaled_left(chosen).float(), svd.right(chosen).float())
     if isinstance(delta, LowRankDelta):
-        rest = torch.tensor([i for i in range(len(s)) if i not in set(indices)], dtype=torch.long)
-        return keep, LowRankDelta((u[:, rest] * s[rest]).float(), vh[rest].float())
+        rest = torch.tensor([i for i in range(svd.rank) if i not in set(indices)], dtype=torch.long)
+        return keep, LowRankDelta(svd.scaled_left(rest).float(), svd.right(rest).float())
     return keep, delta - keep.dense()
 
 
@@ -144,8 +157,8 @@ def random_like(delta: Delta, norm: float, generator: torch.Generator) -> Delta:
 
 def top_subspace(delta: Delta, side: str, k: int) -> torch.Tensor:
     """The top-k singular vectors of dW on its residual side (d x k, float64)."""
-    u, _, vh = own_svd(delta)
-    return u[:, :k] if side == "left" else vh[:k].T
+    svd = own_thin_svd(delta)
+    return svd.left(slice(0, k)) if side == "left" else svd.right(slice(0, k)).T
 
 
 def shared_basis(deltas: list[Delta], side: str, k: int, max_k: int | None = None) -> torch.Tensor:
@@ -192,13 +205,12 @@ def subspace_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a[:, :k].double().T @ b[:, :k].double()).pow(2).sum()) / k
 
 
-def base_svd(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U0, V0h) of a base weight's thin SVD in float64; once per weight object inside
-    `memo.memoized("base_svd")` (the weight must not change while the memo is open)."""
+def base_svd(weight: torch.Tensor) -> ThinSVD:
+    """A base weight's thin SVD in float64, kept by its smaller factor (`thin_svd`); once per weight object
+    inside `memo.memoized("base_svd")` (the weight must not change while the memo is open)."""
 
-    def compute() -> tuple[torch.Tensor, torch.Tensor]:
-        u0, _, v0h = torch.linalg.svd(weight.detach().float().cpu().double(), full_matrices=False)
-        return u0, v0h
+    def compute() -> ThinSVD:
+        return thin_svd(weight.detach().float().cpu())
 
     cache = memo.active("base_svd")
     return compute() if cache is None else cache.get(id(weight), weight, compute)
@@ -208,21 +220,20 @@ def base_lens_split(
     delta: Delta,
     base: torch.Tensor,
     k: int | None,
-    svd: tuple[torch.Tensor, torch.Tensor] | None = None,
+    svd: ThinSVD | None = None,
 ) -> tuple[Delta, Delta]:
     """The base weight's SVD lens: with W0 = U0 S0 V0^T and dS = U0^T dW V0, keep the diagonal of dS
     (k None: dW along the pretrained singular pairs) or the top-k x top-k block (dW inside the top-k
-    pretrained input and output directions). `svd`: (U0, V0h) of `base` if already known (`base_svd`)."""
+    pretrained input and output directions). `svd`: the SVD of `base` if already known (`base_svd`)."""
     if svd is None:
-        u0, _, v0h = torch.linalg.svd(base.double(), full_matrices=False)
-    else:
-        u0, v0h = svd
+        svd = thin_svd(base)
     dense = dense_of(delta).double()
     if k is None:
+        u0, _, v0h = svd.factors()
         diagonal = torch.einsum("oi,oj,ij->i", u0, dense, v0h)  # u0_i^T dW v0_i
         kept = LowRankDelta((u0 * diagonal).float(), v0h.float())
     else:
-        uk, vk = u0[:, :k], v0h[:k].T
+        uk, vk = svd.left(slice(0, k)), svd.right(slice(0, k)).T
         if isinstance(delta, LowRankDelta):
             up = uk @ (uk.T @ delta.up.double())
             down = (delta.down.double() @ vk) @ vk.T

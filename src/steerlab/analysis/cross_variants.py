@@ -57,7 +57,7 @@ def cross_variants(b: VariantBuilder, adapters: Sequence[Adapter], options: Vari
                 expected=float(np.mean([min(k, dim) / dim for dim in dims])),
             )
     for k in options.own_k:
-        ranks = {n: len(bases.own_svd(d)[1]) for n, d in b.full.deltas.items()}
+        ranks = {n: bases.own_thin_svd(d).rank for n, d in b.full.deltas.items()}
         limit = min(ranks.values())
         if clip_k(k, limit, options, f"the rank of a tensor of {b.adapter.label}") is None:
             continue

@@ -29,7 +29,8 @@ def _nbytes(value: Any) -> int:
         return value.numel() * value.element_size()
     if isinstance(value, (tuple, list)):
         return sum(_nbytes(v) for v in value)
-    return 0
+    sized = getattr(value, "memo_nbytes", None)  # an object that says what it owns (e.g. a ThinSVD)
+    return int(sized()) if callable(sized) else 0
 
 
 class Memo:

@@ -26,7 +26,7 @@ def subspace_overlaps(adapters: Sequence[Adapter], model: nn.Module, k: int = 8)
         tops = {}
         for adapter in adapters:
             delta = adapter.delta.deltas[name]
-            rank = len(bases.own_svd(delta)[1])
+            rank = bases.own_thin_svd(delta).rank
             tops[adapter.label] = bases.top_subspace(delta, side, min(k, rank))
         dim = bases.residual_dim(adapters[0].delta.deltas[name], side)
         for a, b in itertools.combinations_with_replacement(adapters, 2):

@@ -16,7 +16,7 @@ __all__ = ["param_variants"]
 
 
 def _crop(group: str, name: str, delta: Delta) -> tuple[Delta, Delta]:
-    return bases.index_split(delta, _crop_indices(bases.own_svd(delta)[1], group))
+    return bases.index_split(delta, _crop_indices(bases.own_thin_svd(delta).s, group))
 
 
 def _crop_indices(s: torch.Tensor, group: str) -> list[int]:
