@@ -38,9 +38,15 @@ class InterventionError(ValueError):
 
 
 def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
-    """Refuse NaN or inf values, naming the tensor."""
+    """Refuse NaN or inf values, naming the tensor.
+
+    A finite sum proves every value finite (NaN and inf propagate), at a fraction of the cost of an
+    elementwise check; only a non-finite sum (a bad value, or an overflow of large finite ones) is looked at
+    value by value."""
     for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())):
+            continue
+        if not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise InterventionError(f"{where}: tensor {name!r} has {bad} non-finite values (NaN or inf)")
 
