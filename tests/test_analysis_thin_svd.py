@@ -53,7 +53,8 @@ def test_rank_deficient_dense_delta_gets_a_truncated_memo_entry_and_the_same_spl
     keep_f, _ = bases.index_split(factored, [0, 2])
     assert float((keep.dense().double() - keep_f.dense().double()).norm()) <= 1e-5 * scale
     # the top singular vectors span the same subspace as the factored delta's
-    assert bases.subspace_overlap(top, bases.top_subspace(factored, "left", 3)) == pytest.approx(1.0, abs=1e-6)
+    overlap = bases.subspace_overlap(top, bases.top_subspace(factored, "left", 3))
+    assert overlap == pytest.approx(1.0, abs=1e-6)
 
 
 def test_thin_svd_rebuilds_either_factor_and_the_full_factors():
