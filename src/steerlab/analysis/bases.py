@@ -56,7 +56,7 @@ def energy(delta: Delta) -> float:
     if isinstance(delta, LowRankDelta):
         gram = (delta.up.double().T @ delta.up.double()) * (delta.down.double() @ delta.down.double().T)
         return float(gram.sum().clamp(min=0.0))
-    return float(torch.linalg.vector_norm(delta, dtype=torch.float64)) ** 2
+    return float(delta.double().pow(2).sum())
 
 
 def residual_dim(delta: Delta, side: str) -> int:
