@@ -101,3 +101,34 @@ def test_short_heads_are_not_split(tok, model, monkeypatch):
     shared, full = _both(model, tok, prompts)
     assert runs == []
     np.testing.assert_array_equal(shared, full)
+
+
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_continuation_logprobs_with_a_shared_head_equal_full_passes(tok, model, positions, monkeypatch):
+    """Teacher-forced scoring (score_continuations, token KL) shares the head too; position-restricted
+    activation edits still act exactly where they act in one full pass."""
+    from steerlab.scoring import continuation_logprobs, encode
+
+    runs = _head_runs(monkeypatch)
+    prompts = encode(tok, _prompts(tok))
+    continuations = [encode(tok, [f" {word} indeed."])[0][1:] for word in ("Yes", "No", "Maybe", "Yes", "No")]
+    g = torch.Generator().manual_seed(1)
+    addition = ActivationAddition({1: torch.randn(64, generator=g)}, positions=positions)
+
+    def steer():
+        return addition.apply(model, 3.0)
+
+    with torch.inference_mode():
+        shared, full = (
+            continuation_logprobs(
+                model, prompts, continuations, 0, torch.device("cpu"), steer, share_prefix=s
+            )
+            for s in (True, False)
+        )
+        plain = continuation_logprobs(
+            model, prompts, continuations, 0, torch.device("cpu"), steer, share_prefix=False
+        )
+    assert runs and runs[0] >= prefix_kv.MIN_PREFIX
+    for a, b in zip(shared, full, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(full, plain, strict=True))

@@ -123,8 +123,10 @@ def suffix_logits(
     head_length: int,
     input_ids: torch.Tensor,
     suffix_mask: torch.Tensor,
+    keep: int = 1,
 ) -> torch.Tensor:
-    """Last-position logits [batch, vocab] of left-padded suffixes run on top of a shared head's `cache`."""
+    """Logits [batch, keep, vocab] of the last `keep` positions of left-padded suffixes run on top of a
+    shared head's `cache`."""
     from steerlab.scoring import _accepts, _contiguous_head_input
 
     rows = input_ids.shape[0]
@@ -140,7 +142,7 @@ def suffix_logits(
     if _accepts(model, "position_ids"):
         kwargs["position_ids"] = position_ids
     if _accepts(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = 1
+        kwargs["logits_to_keep"] = keep
     with _contiguous_head_input(model):
         logits = model(**kwargs).logits
-    return logits[:, -1, :]
+    return logits[:, -keep:, :]

@@ -1,8 +1,9 @@
 """Batched forward passes: next-token choice log-probs, generation, teacher-forced token KL.
 
 Prompts are already-formatted strings (see :mod:`steerlab.chat`). Batches are bucketed by length
-(left padding, explicit position ids), the LM head runs on the last position only, and results come
-back in input order. Scoring knows nothing about what the scores mean or about interventions: a
+(left padding, explicit position ids), the tokens every prompt of a batch starts with run once on a KV
+cache (:mod:`steerlab.prefix_kv`), the LM head runs on the last position only, and results come back in
+input order. Scoring knows nothing about what the scores mean or about interventions: a
 caller that wants a steered score wraps the call in ``intervention.apply(model, c)``.
 """
 
@@ -274,7 +275,7 @@ def score_choices(
         cache = heads.for_batch(head, len(batch)) if heads is not None else None
         if cache is not None and heads is not None and heads.argument is not None:
             input_ids, mask = pad_left([ids[len(head) :] for ids in batch], pad, device)
-            logits = suffix_logits(model, cache, heads.argument, len(head), input_ids, mask).float()
+            logits = suffix_logits(model, cache, heads.argument, len(head), input_ids, mask)[:, -1, :].float()
         else:
             input_ids, mask = pad_left(batch, pad, device)
             logits = forward_logits(model, input_ids, mask, last_only=True)[:, -1, :].float()
@@ -353,18 +354,32 @@ def continuation_logprobs(
     pad: int,
     device: torch.device,
     context: Callable[[], contextlib.AbstractContextManager[Any]],
+    share_prefix: bool = True,
 ) -> list[torch.Tensor]:
-    """Log-softmax rows [n_cont, vocab] at the positions that predict each continuation token."""
+    """Log-softmax rows [n_cont, vocab] at the positions that predict each continuation token.
+
+    The tokens every row starts with (within the prompts) run once, under `context`, when
+    `share_prefix` (:mod:`steerlab.prefix_kv`)."""
     full = [list(p) + list(c) for p, c in zip(prompt_ids, continuations, strict=True)]
-    input_ids, mask = pad_left(full, pad, device)
-    width = input_ids.shape[1]
-    generated = torch.zeros_like(mask, dtype=torch.bool)
-    for row, cont in enumerate(continuations):
-        if cont:
-            generated[row, width - len(cont) :] = True
-    keep = min(width, max(len(cont) for cont in continuations) + 1)  # continuations end every row
-    with context(), positions(generated_mask=generated):
-        logits = forward_logits(model, input_ids, mask, keep=keep)
+    shortest_prompt = min(len(p) for p in prompt_ids)
+    head_length = min(common_prefix_length(full), shortest_prompt - 1) if share_prefix else 0
+    with context():
+        heads = PrefixCache(model, device)
+        with positions(generated_mask=torch.zeros(1, max(head_length, 0), dtype=torch.bool, device=device)):
+            cache = heads.for_batch(full[0][:head_length], len(full)) if head_length > 0 else None
+        suffixes = [ids[head_length:] for ids in full] if cache is not None else full
+        input_ids, mask = pad_left(suffixes, pad, device)
+        width = input_ids.shape[1]
+        generated = torch.zeros_like(mask, dtype=torch.bool)
+        for row, cont in enumerate(continuations):
+            if cont:
+                generated[row, width - len(cont) :] = True
+        keep = min(width, max(len(cont) for cont in continuations) + 1)  # continuations end every row
+        with positions(generated_mask=generated):
+            if cache is not None and heads.argument is not None:
+                logits = suffix_logits(model, cache, heads.argument, head_length, input_ids, mask, keep)
+            else:
+                logits = forward_logits(model, input_ids, mask, keep=keep)
     out = []
     for row, cont in enumerate(continuations):
         n = len(cont)
