@@ -52,15 +52,24 @@ def _count_layer_calls(model) -> tuple[list[int], list]:
     return counts, handles
 
 
-@pytest.mark.parametrize("architecture", ["llama", "gpt2", "gemma3_text"])
-def test_reused_prefix_scores_equal_the_full_forward(tok, architecture):
+SYSTEM = "You are a careful assistant. Answer every question with one word, Yes or No."
+
+
+@pytest.mark.parametrize(
+    ("architecture", "system"),
+    [("llama", None), ("gpt2", None), ("gemma3_text", None), ("llama", SYSTEM), ("gpt2", SYSTEM)],
+)
+def test_reused_prefix_scores_equal_the_full_forward(tok, architecture, system):
+    """With a system prompt the rows share a head that scoring runs once on a KV cache (steerlab.prefix_kv):
+    the record then also keeps the head's keys and values for the skipped layers."""
     model = tiny_model(architecture, vocab_size=len(tok))
     n = num_layers(model)
-    config = _config()
+    config = _config(eval_options={EVAL: {"system": system}})
     record = prefix.PrefixRecord(frozenset(range(1, n)))
     with prefix.recording(model, record):
         base = _evaluate(model, tok, None, EVAL, [0.0], None, config)
-    assert record.usable and len(record.calls) == 3
+    assert record.usable and len(record.calls) == (4 if system else 3)  # + the head pass
+    assert any(call.kv for call in record.calls.values()) == bool(system)
     for first in range(1, n):
         delta = _delta(model, range(first, n), seed=first)
         ys = {}

@@ -42,12 +42,14 @@ DOWN = f"model.layers.{LAYER}.mlp.down_proj.weight"
 @dataclass(frozen=True)
 class YesNoConfig:
     n_rows: int = 6
+    system: str | None = None  # a long system prompt gives the rows a shared head (steerlab.prefix_kv)
 
 
 def _run_yesno(ctx: RunContext, config: YesNoConfig) -> pd.DataFrame:
     questions = QUESTIONS[: config.n_rows]
     scores = ctx.score(
-        [ChatPrompt(q, prefill="Answer:") for q in questions], {"Yes": [" Yes"], "No": [" No"]}
+        [ChatPrompt(q, system=config.system, prefill="Answer:") for q in questions],
+        {"Yes": [" Yes"], "No": [" No"]},
     )
     meta = pd.DataFrame({"row_id": [f"q{i}" for i in range(len(questions))], "label": 1})
     per_coeff = {}

@@ -20,7 +20,7 @@ from torch import nn
 
 from steerlab.models import decoder_layers, model_device
 from steerlab.progress import throttled
-from steerlab.scoring import encode, length_buckets, pad_left
+from steerlab.scoring import default_batch_tokens, encode, length_buckets, pad_left
 
 TOKEN_POSITIONS = ("last", "mean_response")
 DEFAULT_LAYER_RANGE = (0.2, 0.8)
@@ -144,7 +144,7 @@ def capture_modules(
     *,
     position: str = "last",
     max_batch: int = 32,
-    max_batch_tokens: int = 8192,
+    max_batch_tokens: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[Any, torch.Tensor]:
     """Outputs of each named module for each prompt, reduced over tokens: key -> float32 [n_prompts, d] on cpu.
@@ -162,6 +162,8 @@ def capture_modules(
         raise ActivationError("the prompt set is empty: nothing to capture activations from")
     encoded = encode(tokenizer, prompts.texts)
     device = model_device(model)
+    if max_batch_tokens is None:
+        max_batch_tokens = default_batch_tokens(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     keys = list(modules)
     out: dict[Any, torch.Tensor] = {}

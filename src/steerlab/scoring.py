@@ -1,8 +1,9 @@
 """Batched forward passes: next-token choice log-probs, generation, teacher-forced token KL.
 
 Prompts are already-formatted strings (see :mod:`steerlab.chat`). Batches are bucketed by length
-(left padding, explicit position ids), the LM head runs on the last position only, and results come
-back in input order. Scoring knows nothing about what the scores mean or about interventions: a
+(left padding, explicit position ids), the tokens every prompt of a batch starts with run once on a KV
+cache (:mod:`steerlab.prefix_kv`), the LM head runs on the last position only, and results come back in
+input order. Scoring knows nothing about what the scores mean or about interventions: a
 caller that wants a steered score wraps the call in ``intervention.apply(model, c)``.
 """
 
@@ -22,6 +23,7 @@ from torch import nn
 from steerlab.models import model_device, text_config
 from steerlab.placement import fit_batch_size, halving_on_oom
 from steerlab.positions import positions
+from steerlab.prefix_kv import PrefixCache, common_prefix_length, suffix_logits
 
 ChoiceSpec = Sequence[str] | dict[str, Sequence[str]]
 
@@ -247,12 +249,14 @@ def score_choices(
     max_batch: int = DEFAULT_MAX_BATCH,
     max_batch_tokens: int | None = None,
     progress: Callable[[int], None] | None = None,
+    share_prefix: bool = True,
 ) -> ChoiceScores:
     """Next-token log P(group) = logsumexp over the group's tokens, for each prompt.
 
     Batches hold at most `max_batch` rows and `max_batch_tokens` padded tokens (default: per device,
     see :func:`default_batch_tokens`). `progress`, if given, is called with the number of rows
-    finished after each batch.
+    finished after each batch. With `share_prefix`, the tokens all prompts of a batch start with run
+    once per call (:mod:`steerlab.prefix_kv`); scores agree with full passes to float round-off.
     """
     names, id_lists = resolve_choices(tokenizer, choices)
     encoded = encode(tokenizer, prompts)
@@ -263,15 +267,25 @@ def score_choices(
     out = np.empty((len(encoded), len(names)), dtype=np.float64)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
+    heads = PrefixCache(model, device) if share_prefix else None
+
     def score(rows: Sequence[int]) -> list[np.ndarray]:
-        input_ids, mask = pad_left([encoded[i] for i in rows], pad, device)
-        logits = forward_logits(model, input_ids, mask, last_only=True)[:, -1, :].float()
+        batch = [encoded[i] for i in rows]
+        head = batch[0][: common_prefix_length(batch)]
+        cache = heads.for_batch(head, len(batch)) if heads is not None else None
+        if cache is not None and heads is not None and heads.argument is not None:
+            input_ids, mask = pad_left([ids[len(head) :] for ids in batch], pad, device)
+            logits = suffix_logits(model, cache, heads.argument, len(head), input_ids, mask)[:, -1, :].float()
+        else:
+            input_ids, mask = pad_left(batch, pad, device)
+            logits = forward_logits(model, input_ids, mask, last_only=True)[:, -1, :].float()
         log_z = torch.logsumexp(logits, dim=-1)
         groups = torch.stack([torch.logsumexp(logits[:, ids], dim=-1) for ids in group_ids], dim=1)
         return list((groups - log_z[:, None]).cpu().double().numpy())
 
     with torch.inference_mode():
-        for batch in length_buckets([len(e) for e in encoded], max_batch, max_batch_tokens):
+        shared = common_prefix_length(encoded) if share_prefix else 0
+        for batch in length_buckets([len(e) - shared for e in encoded], max_batch, max_batch_tokens):
             scored: list[np.ndarray] = halving_on_oom(score, batch, len(batch))  # OOM: halve, retry
             out[batch] = np.stack(scored)
             if progress is not None:
@@ -340,18 +354,32 @@ def continuation_logprobs(
     pad: int,
     device: torch.device,
     context: Callable[[], contextlib.AbstractContextManager[Any]],
+    share_prefix: bool = True,
 ) -> list[torch.Tensor]:
-    """Log-softmax rows [n_cont, vocab] at the positions that predict each continuation token."""
+    """Log-softmax rows [n_cont, vocab] at the positions that predict each continuation token.
+
+    The tokens every row starts with (within the prompts) run once, under `context`, when
+    `share_prefix` (:mod:`steerlab.prefix_kv`)."""
     full = [list(p) + list(c) for p, c in zip(prompt_ids, continuations, strict=True)]
-    input_ids, mask = pad_left(full, pad, device)
-    width = input_ids.shape[1]
-    generated = torch.zeros_like(mask, dtype=torch.bool)
-    for row, cont in enumerate(continuations):
-        if cont:
-            generated[row, width - len(cont) :] = True
-    keep = min(width, max(len(cont) for cont in continuations) + 1)  # continuations end every row
-    with context(), positions(generated_mask=generated):
-        logits = forward_logits(model, input_ids, mask, keep=keep)
+    shortest_prompt = min(len(p) for p in prompt_ids)
+    head_length = min(common_prefix_length(full), shortest_prompt - 1) if share_prefix else 0
+    with context():
+        heads = PrefixCache(model, device)
+        with positions(generated_mask=torch.zeros(1, max(head_length, 0), dtype=torch.bool, device=device)):
+            cache = heads.for_batch(full[0][:head_length], len(full)) if head_length > 0 else None
+        suffixes = [ids[head_length:] for ids in full] if cache is not None else full
+        input_ids, mask = pad_left(suffixes, pad, device)
+        width = input_ids.shape[1]
+        generated = torch.zeros_like(mask, dtype=torch.bool)
+        for row, cont in enumerate(continuations):
+            if cont:
+                generated[row, width - len(cont) :] = True
+        keep = min(width, max(len(cont) for cont in continuations) + 1)  # continuations end every row
+        with positions(generated_mask=generated):
+            if cache is not None and heads.argument is not None:
+                logits = suffix_logits(model, cache, heads.argument, head_length, input_ids, mask, keep)
+            else:
+                logits = forward_logits(model, input_ids, mask, keep=keep)
     out = []
     for row, cont in enumerate(continuations):
         n = len(cont)

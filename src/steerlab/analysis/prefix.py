@@ -6,6 +6,12 @@ of an eval, per forward call, keyed by the call's input_ids and attention mask; 
 variant's evaluation with layers < L passed through and layer L fed the recorded input. A call whose batch
 has no record (other rows, another batching) runs the full forward, so the scores are unchanged either way.
 Records are bounded in bytes: past the cap, recording stops and nothing is reused for that eval.
+
+Scoring runs a batch's shared head once with a KV cache and the suffixes on top of it
+(`steerlab.prefix_kv`). A head pass starts from an empty cache: its record also keeps the keys and values
+each layer added, and a reused head pass puts the recorded ones of the skipped layers into the cache, so
+the layers >= L of the suffix pass attend to a complete head. A suffix pass's cache is marked transient
+(nothing reads it afterwards), so its skipped layers need add nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class _Call:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor | None
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> its input hidden states
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # head pass: layer -> K, V
+    cache: Any = None  # the cache object passed to this call (not kept after the call)
 
 
 @dataclass
@@ -76,6 +84,30 @@ def _inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
     return input_ids, kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
 
 
+def _cache_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The KV cache a model or decoder layer was called with (by keyword or, as GPT-2 blocks get it,
+    by position; its name differs across transformers versions)."""
+    for value in (*kwargs.values(), *args[1:]):
+        if hasattr(value, "get_seq_length") and hasattr(value, "update"):
+            return value
+    return None
+
+
+def _starts_empty(cache: Any) -> bool:
+    """A cache a head pass fills from nothing (and that later passes will read)."""
+    from steerlab.prefix_kv import TRANSIENT
+
+    if cache is None or getattr(cache, TRANSIENT, False) or not hasattr(cache, "layers"):
+        return False
+    return int(cache.get_seq_length()) == 0
+
+
+def _is_transient(cache: Any) -> bool:
+    from steerlab.prefix_kv import TRANSIENT
+
+    return bool(getattr(cache, TRANSIENT, False))
+
+
 def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
@@ -103,7 +135,10 @@ def recording(model: nn.Module, record: PrefixRecord | None) -> Iterator[None]:
         input_ids, mask = _inputs(args, kwargs)
         current.clear()
         if isinstance(input_ids, torch.Tensor) and not record.overflow:
-            current.append(_Call(input_ids.detach().clone(), None if mask is None else mask.detach().clone()))
+            call = _Call(input_ids.detach().clone(), None if mask is None else mask.detach().clone())
+            cache = _cache_of(args, kwargs)
+            call.cache = cache if _starts_empty(cache) else None
+            current.append(call)
 
     def keep(index: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -127,6 +162,8 @@ def recording(model: nn.Module, record: PrefixRecord | None) -> Iterator[None]:
     def finish(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         if current and set(current[0].hidden) == set(record.layers):
             call = current[0]
+            if call.cache is not None:
+                _keep_head_kv(call, record)
             record.calls[_key(call.input_ids, call.attention_mask)] = call
         current.clear()
 
@@ -145,6 +182,16 @@ def recording(model: nn.Module, record: PrefixRecord | None) -> Iterator[None]:
             handle.remove()
 
 
+def _keep_head_kv(call: _Call, record: PrefixRecord) -> None:
+    """Copy the keys and values a head pass put into its cache for the layers a variant may skip."""
+    cache, call.cache = call.cache, None
+    for index in range(max(record.layers)):
+        layer = cache.layers[index]
+        keys, values = layer.keys.detach().clone(), layer.values.detach().clone()
+        record.bytes += 2 * keys.numel() * keys.element_size()
+        call.kv[index] = (keys, values)
+
+
 @contextlib.contextmanager
 def reusing(model: nn.Module, record: PrefixRecord | None, first_layer: int) -> Iterator[None]:
     """Within the block, a forward call of `model` whose inputs were recorded skips layers < `first_layer`
@@ -155,13 +202,13 @@ def reusing(model: nn.Module, record: PrefixRecord | None, first_layer: int) -> 
         yield
         return
     layers = decoder_layers(model)
-    found: list[torch.Tensor] = []
+    found: list[_Call] = []
 
     def start(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         found.clear()
         call = record.find(*_inputs(args, kwargs))
         if call is not None:
-            found.append(call.hidden[first_layer])
+            found.append(call)
 
     def finish(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         found.clear()
@@ -171,18 +218,24 @@ def reusing(model: nn.Module, record: PrefixRecord | None, first_layer: int) -> 
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         if not found:
             return None
-        incoming = _hidden_of(args, kwargs)
-        if incoming.shape != found[0].shape:
+        incoming, recorded = _hidden_of(args, kwargs), found[0].hidden[first_layer]
+        if incoming.shape != recorded.shape:
             raise RuntimeError(
                 f"prefix reuse: layer {first_layer} got hidden states {tuple(incoming.shape)}, the record "
-                f"has {tuple(found[0].shape)}"
+                f"has {tuple(recorded.shape)}"
             )
-        return _with_hidden(args, kwargs, found[0])
+        return _with_hidden(args, kwargs, recorded)
 
-    def pass_through(original: Callable[..., Any]) -> Callable[..., Any]:
+    def pass_through(index: int, original: Callable[..., Any]) -> Callable[..., Any]:
         def forward(*args: Any, **kwargs: Any) -> Any:
             if not found:
                 return original(*args, **kwargs)
+            cache = _cache_of(args, kwargs)
+            if cache is not None and not _is_transient(cache):  # later passes read this cache
+                if index not in found[0].kv:
+                    return original(*args, **kwargs)  # no recorded keys and values: fill it for real
+                keys, values = found[0].kv[index]
+                cache.update(keys, values, index)
             hidden = _hidden_of(args, kwargs)
             return (hidden, *([None] * (record.tuple_length - 1))) if record.tuple_length else hidden
 
@@ -195,9 +248,9 @@ def reusing(model: nn.Module, record: PrefixRecord | None, first_layer: int) -> 
     ]
     overridden: list[tuple[nn.Module, Any]] = []
     try:
-        for layer in list(layers)[:first_layer]:
+        for index, layer in enumerate(list(layers)[:first_layer]):
             overridden.append((layer, layer.__dict__.get("forward")))
-            layer.forward = pass_through(layer.forward)
+            layer.forward = pass_through(index, layer.forward)
         yield
     finally:
         for handle in handles:

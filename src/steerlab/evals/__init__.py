@@ -128,7 +128,7 @@ def evaluate(
     config: Any = None,
     progress: bool = False,
     max_batch: int = 64,
-    max_batch_tokens: int = 8192,
+    max_batch_tokens: int | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Score ``intervention`` (None = the base model) on the suite ``eval`` at every coefficient.

@@ -303,7 +303,7 @@ def score_chat(
     choices: ChoiceSpec | str,
     *,
     max_batch: int = 64,
-    max_batch_tokens: int = 8192,
+    max_batch_tokens: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[float, ChoiceScores]:
     """Choice log-probs of every prompt at every coefficient (identical rows at each)."""
@@ -338,7 +338,7 @@ class RunContext:
     eval_name: str
     show_progress: bool = False
     max_batch: int = 64
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int | None = None
 
     def score(self, prompts: Sequence[ChatPrompt], choices: ChoiceSpec | str) -> dict[float, ChoiceScores]:
         """`score_chat` over all coefficients with one progress bar."""

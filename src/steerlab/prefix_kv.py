@@ -1,0 +1,148 @@
+"""Run the tokens every prompt of a batch starts with once, and the rest of each prompt on top of its KV cache.
+
+An eval's prompts share a chat-template head: SmolLM2's default system prompt and the user-turn marker are
+24 of sycophancy-claims' 57 tokens per prompt (31 with the claim template's opening words), a quarter of
+tiny-mfv's and ai-risk's. Scoring a batch runs that head once (batch 1, under whatever intervention is
+applied, since the head's keys and values depend on the weights and hooks in force), repeats its KV cache
+over the batch, and runs only the suffixes, left-padded after the head with position ids that continue
+from it. Attention and every position-wise edit see the same inputs as in one full pass, so scores agree
+with the unsplit forward to float round-off (`tests/test_prefix_kv.py`).
+
+Anything this cannot handle (a model without a KV-cache argument, an older transformers without
+per-layer caches, a cache with sliding-window or other special layers) runs the plain full forward.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["MIN_PREFIX", "PrefixCache", "common_prefix_length"]
+
+MIN_PREFIX = 8
+"""Shorter shared heads are not worth a separate forward pass."""
+
+TRANSIENT = "_steerlab_transient"
+"""Attribute set on a suffix pass's cache: nothing reads it after the pass (see analysis.prefix)."""
+
+
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens every row starts with, leaving at least one token of each row to run as its suffix."""
+    if len(rows) < 2:
+        return 0
+    shortest = min(len(row) for row in rows)
+    first = rows[0]
+    length = 0
+    while length < shortest - 1 and all(row[length] == first[length] for row in rows):
+        length += 1
+    return length
+
+
+def _cache_argument(model: nn.Module) -> str | None:
+    from steerlab.scoring import _accepts
+
+    for name in ("cache", "past_key_values"):
+        if _accepts(model, name):
+            return name
+    return None
+
+
+def _plain_dynamic_cache(model: nn.Module) -> Any | None:
+    """An empty DynamicCache whose layers are all plain full-attention layers, else None."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+    except ImportError:  # pragma: no cover - transformers without per-layer caches
+        return None
+    try:
+        cache = DynamicCache(config=getattr(model, "config", None))
+    except Exception:  # noqa: BLE001 - a config DynamicCache cannot read: no sharing
+        return None
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list) or not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    return cache
+
+
+class PrefixCache:
+    """The KV caches of shared heads within one scoring call, keyed by the head's token ids.
+
+    Valid only while the model's weights and hooks stay as they were when the head ran: create one per
+    scoring call, inside the intervention's ``apply`` block.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        self.model = model
+        self.device = device
+        self.argument = _cache_argument(model)
+        self.caches: dict[tuple[int, ...], Any] = {}
+
+    def for_batch(self, head: Sequence[int], rows: int) -> Any | None:
+        """A fresh cache holding `head`'s keys and values repeated for `rows` rows, or None (no sharing)."""
+        if self.argument is None or len(head) < MIN_PREFIX:
+            return None
+        key = tuple(head)
+        if key not in self.caches:
+            self.caches[key] = self._run_head(key)
+        cached = self.caches[key]
+        if cached is None:
+            return None
+        cache = copy.deepcopy(cached)
+        cache.batch_repeat_interleave(rows)
+        setattr(cache, TRANSIENT, True)
+        return cache
+
+    def _run_head(self, head: tuple[int, ...]) -> Any | None:
+        cache = _plain_dynamic_cache(self.model)
+        if cache is None or self.argument is None:
+            return None
+        input_ids = torch.tensor([head], dtype=torch.long, device=self.device)
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            self.argument: cache,
+            "use_cache": True,
+        }
+        from steerlab.scoring import _accepts
+
+        if _accepts(self.model, "logits_to_keep"):
+            kwargs["logits_to_keep"] = 1
+        self.model(**kwargs)
+        if cache.get_seq_length() != len(head):
+            return None  # the model did not fill the cache we passed: run full passes instead
+        return cache
+
+
+def suffix_logits(
+    model: nn.Module,
+    cache: Any,
+    argument: str,
+    head_length: int,
+    input_ids: torch.Tensor,
+    suffix_mask: torch.Tensor,
+    keep: int = 1,
+) -> torch.Tensor:
+    """Logits [batch, keep, vocab] of the last `keep` positions of left-padded suffixes run on top of a
+    shared head's `cache`."""
+    from steerlab.scoring import _accepts, _contiguous_head_input
+
+    rows = input_ids.shape[0]
+    head_mask = torch.ones(rows, head_length, dtype=suffix_mask.dtype, device=suffix_mask.device)
+    attention_mask = torch.cat([head_mask, suffix_mask], dim=1)
+    position_ids = head_length + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs: dict[str, Any] = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        argument: cache,
+        "use_cache": True,
+    }
+    if _accepts(model, "position_ids"):
+        kwargs["position_ids"] = position_ids
+    if _accepts(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = keep
+    with _contiguous_head_input(model):
+        logits = model(**kwargs).logits
+    return logits[:, -keep:, :]
