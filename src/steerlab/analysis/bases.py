@@ -93,6 +93,18 @@ OWN_SVD_REL_TOL = 1e-7
 """Own-SVD components with S <= OWN_SVD_REL_TOL * S[0] are dropped as numerically zero."""
 
 
+def dense_rank_tolerance(delta: torch.Tensor) -> float:
+    """The relative cut below which a dense delta's singular values are round-off: max(m, n) * eps of its
+    dtype (the usual numerical-rank rule), at least OWN_SVD_REL_TOL.
+
+    A dense delta is often a difference of merged float32 weights (DeLoRA, OFT): a rank-2r update then
+    carries ~500 round-off components at ~1e-6 S[0]. Left in, they would fill the S-space crops
+    (``bottom_25pct_S`` would be pure noise) and the own ``topK`` / tail splits past the true rank.
+    """
+    eps = torch.finfo(delta.dtype).eps if delta.is_floating_point() else 0.0
+    return max(OWN_SVD_REL_TOL, max(delta.shape[-2:]) * eps)
+
+
 def own_svd(delta: Delta) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD (U, S, Vh) of dW in float64, with numerically zero singular values removed.
 
@@ -120,7 +132,7 @@ def _own_svd(delta: Delta) -> ThinSVD:
         u, vh = q_up @ u, vh @ q_down.T
         keep = s > (float(s[0]) * OWN_SVD_REL_TOL if len(s) and float(s[0]) > 0 else 0.0)
         return ThinSVD(s[keep], u=u[:, keep], vh=vh[keep])
-    return thin_svd(delta, OWN_SVD_REL_TOL)
+    return thin_svd(delta, dense_rank_tolerance(delta))
 
 
 def index_split(delta: Delta, indices: list[int]) -> tuple[Delta, Delta]:
