@@ -98,3 +98,17 @@ def test_a_prompt_sits_at_its_measured_kl_on_every_level(model, tok):
     assert [lv.policy for lv in levels] == ["measured", "measured"]
     assert levels[0].achieved_kl == levels[1].achieved_kl and levels[0].coeff == 1.0
     assert ladder_coefficients(levels) == [-1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("power", [2.0, 3.0])
+def test_later_levels_start_from_the_fitted_power_law(power):
+    """On a clean KL ~ c^p the line through the first level's points lands each later level in one step."""
+    calls: list[float] = []
+
+    def kl_at(c: float) -> KLPoint:
+        calls.append(c)
+        return KLPoint(coeff=c, kl=0.02 * c**power, kl_pos=0.02 * c**power)
+
+    levels = ladder_search(kl_at, [0.5, 1.0, 2.0], CalibrationConfig())
+    assert all(level.converged for level in levels)
+    assert [level.fresh_evals for level in levels][1:] == [1, 1]

@@ -90,7 +90,31 @@ def _search_from_cache(
     if known:
         nearest = min(known, key=lambda p: abs(math.log(max(p.kl, 1e-12)) - math.log(target)))
         config = dataclasses.replace(config, start=nearest.coeff, max_evals=config.max_evals + 1)
+        predicted = _power_law_start(known, target)
+        if predicted is not None:
+            # Start where KL ~ c^p through the known points puts the target; small steps bracket it.
+            config = dataclasses.replace(
+                config, start=predicted, growth=math.sqrt(config.growth), power_law_guess=False
+            )
     return find_coefficient(kl_at, config)
+
+
+SLOPE_RANGE = (0.5, 6.0)
+"""Fitted log KL / log |c| slopes are clamped here (KL grows ~ c^2 near c = 0, faster past a jump)."""
+
+
+def _power_law_start(known: Sequence[KLPoint], target: float) -> float | None:
+    """|c| predicted for `target` by a least-squares line through the known (log |c|, log KL) points."""
+    points = [(math.log(p.coeff), math.log(p.kl)) for p in known if p.coeff > 0 and p.kl > 1e-12]
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+    slope = min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
+    nearest_x, nearest_y = min(points, key=lambda point: abs(point[1] - math.log(target)))
+    return math.exp(nearest_x + (math.log(target) - nearest_y) / slope)
 
 
 def ladder_search(
