@@ -63,7 +63,10 @@ class LadderLevel:
 
 
 def _search_from_cache(
-    kl_at: Callable[[float], KLPoint], config: CalibrationConfig, cache: dict[float, KLPoint]
+    kl_at: Callable[[float], KLPoint],
+    config: CalibrationConfig,
+    cache: dict[float, KLPoint],
+    predict: bool = True,
 ) -> tuple[KLPoint, list[KLPoint], bool, str]:
     target, tol = config.target_kl, config.tol
     known = sorted(cache.values(), key=lambda p: p.coeff)
@@ -87,15 +90,15 @@ def _search_from_cache(
             max_evals=config.max_evals + 2,
         )
         return find_coefficient(kl_at, step)
+    predicted = _power_law_start(known, target) if predict else None
+    if predicted is not None:
+        # Measure where KL ~ c^p through the known points puts the target: that point either answers the
+        # level or, with a known point on the other side, hands the search a tight bracket.
+        kl_at(predicted)
+        return _search_from_cache(kl_at, config, cache, predict=False)
     if known:
         nearest = min(known, key=lambda p: abs(math.log(max(p.kl, 1e-12)) - math.log(target)))
         config = dataclasses.replace(config, start=nearest.coeff, max_evals=config.max_evals + 1)
-        predicted = _power_law_start(known, target)
-        if predicted is not None:
-            # Start where KL ~ c^p through the known points puts the target; small steps bracket it.
-            config = dataclasses.replace(
-                config, start=predicted, growth=math.sqrt(config.growth), power_law_guess=False
-            )
     return find_coefficient(kl_at, config)
 
 
