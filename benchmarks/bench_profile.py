@@ -255,7 +255,8 @@ def profile_ladder(
     ladder["calibration"] = t["kl-ladder search, mean_diff"] * dosed + t.get(
         "KL measurement, prompt-simple", 0.0
     ) * (arms - dosed)
-    ladder["evaluation"] = steered * arms + base
+    # an arm without a dose (prompting) is scored at c = -1 and +1 only, whatever the levels
+    ladder["evaluation"] = steered * dosed + steered * 2 / len(nonzero) * (arms - dosed) + base
     total = sum(ladder.values())
     print(f"projected {len(targets)}-level ladder run:")
     for name, seconds in sorted(ladder.items(), key=lambda kv: -kv[1]):
