@@ -104,3 +104,16 @@ def test_tiny_run_renders_the_declared_table(name, mfv_tiny, tmp_path):
     body = [ln for ln in section.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert len(body) == len(methods)
     assert all(cell.strip() for ln in body for cell in ln.strip("| ").split(" | ")[:2])
+
+
+@pytest.mark.parametrize("name", ("quick", "full", *PUBLISHED))
+def test_every_prompt_method_of_a_preset_extracts_for_its_behaviour(name, model, tok):
+    """Prompt methods read their text from the behaviour file (prompt-engineered: its [engineered] table):
+    a preset must not name one its behaviour cannot build (a full authority run failed on exactly that)."""
+    from steerlab.methods import extract
+    from steerlab.methods.registry import get_method
+
+    config = load_preset(name)
+    for method in [m for m in config.methods if get_method(m).family == "prompt"]:
+        intervention = extract(model, tok, config.behavior, method, seed=0)
+        assert not intervention.has_dose
