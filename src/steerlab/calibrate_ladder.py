@@ -90,7 +90,7 @@ def _search_from_cache(
             max_evals=config.max_evals + 2,
         )
         return find_coefficient(kl_at, step)
-    predicted = _power_law_start(known, target) if predict else None
+    predicted = _power_law_start(known, target, config.growth**2) if predict else None
     if predicted is not None:
         # Measure where KL ~ c^p through the known points puts the target: that point either answers the
         # level or, with a known point on the other side, hands the search a tight bracket.
@@ -103,11 +103,13 @@ def _search_from_cache(
 
 
 SLOPE_RANGE = (0.5, 6.0)
-"""Fitted log KL / log |c| slopes are clamped here (KL grows ~ c^2 near c = 0, faster past a jump)."""
+"""Fitted log KL / log |c| slopes outside this range (a flat or jumping KL curve) predict nothing."""
 
 
-def _power_law_start(known: Sequence[KLPoint], target: float) -> float | None:
-    """|c| predicted for `target` by a least-squares line through the known (log |c|, log KL) points."""
+def _power_law_start(known: Sequence[KLPoint], target: float, max_jump: float) -> float | None:
+    """|c| predicted for `target` by a least-squares line through the known (log |c|, log KL) points, at
+    most `max_jump` times (or 1/max_jump times) the |c| of the known point nearest the target; None when the
+    fitted slope is implausible."""
     points = [(math.log(p.coeff), math.log(p.kl)) for p in known if p.coeff > 0 and p.kl > 1e-12]
     if len({x for x, _ in points}) < 2:
         return None
@@ -115,9 +117,12 @@ def _power_law_start(known: Sequence[KLPoint], target: float) -> float | None:
     mean_y = sum(y for _, y in points) / len(points)
     spread = sum((x - mean_x) ** 2 for x, _ in points)
     slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
-    slope = min(max(slope, SLOPE_RANGE[0]), SLOPE_RANGE[1])
+    if not SLOPE_RANGE[0] <= slope <= SLOPE_RANGE[1]:
+        return None
     nearest_x, nearest_y = min(points, key=lambda point: abs(point[1] - math.log(target)))
-    return math.exp(nearest_x + (math.log(target) - nearest_y) / slope)
+    jump = (math.log(target) - nearest_y) / slope
+    limit = math.log(max_jump)
+    return math.exp(nearest_x + min(max(jump, -limit), limit))
 
 
 def ladder_search(
