@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MIN_PREFIX", "PrefixCache", "common_prefix_length"]
+__all__ = ["MIN_PREFIX", "PrefixCache", "common_prefix_length", "with_head"]
 
 MIN_PREFIX = 8
 """Shorter shared heads are not worth a separate forward pass."""
@@ -40,15 +40,6 @@ def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     while length < shortest - 1 and all(row[length] == first[length] for row in rows):
         length += 1
     return length
-
-
-def _cache_argument(model: nn.Module) -> str | None:
-    from steerlab.scoring import _accepts
-
-    for name in ("cache", "past_key_values"):
-        if _accepts(model, name):
-            return name
-    return None
 
 
 def _plain_dynamic_cache(model: nn.Module) -> Any | None:
@@ -77,7 +68,9 @@ class PrefixCache:
     def __init__(self, model: nn.Module, device: torch.device) -> None:
         self.model = model
         self.device = device
-        self.argument = _cache_argument(model)
+        from steerlab.scoring import cache_argument
+
+        self.argument = cache_argument(model)
         self.caches: dict[tuple[int, ...], Any] = {}
 
     def for_batch(self, head: Sequence[int], rows: int) -> Any | None:
@@ -99,50 +92,16 @@ class PrefixCache:
         cache = _plain_dynamic_cache(self.model)
         if cache is None or self.argument is None:
             return None
-        input_ids = torch.tensor([head], dtype=torch.long, device=self.device)
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            self.argument: cache,
-            "use_cache": True,
-        }
-        from steerlab.scoring import _accepts
+        from steerlab.scoring import forward_logits
 
-        if _accepts(self.model, "logits_to_keep"):
-            kwargs["logits_to_keep"] = 1
-        self.model(**kwargs)
+        input_ids = torch.tensor([head], dtype=torch.long, device=self.device)
+        forward_logits(self.model, input_ids, torch.ones_like(input_ids), last_only=True, cache=cache)
         if cache.get_seq_length() != len(head):
             return None  # the model did not fill the cache we passed: run full passes instead
         return cache
 
 
-def suffix_logits(
-    model: nn.Module,
-    cache: Any,
-    argument: str,
-    head_length: int,
-    input_ids: torch.Tensor,
-    suffix_mask: torch.Tensor,
-    keep: int = 1,
-) -> torch.Tensor:
-    """Logits [batch, keep, vocab] of the last `keep` positions of left-padded suffixes run on top of a
-    shared head's `cache`."""
-    from steerlab.scoring import _accepts, _contiguous_head_input
-
-    rows = input_ids.shape[0]
-    head_mask = torch.ones(rows, head_length, dtype=suffix_mask.dtype, device=suffix_mask.device)
-    attention_mask = torch.cat([head_mask, suffix_mask], dim=1)
-    position_ids = head_length + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
-    kwargs: dict[str, Any] = {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        argument: cache,
-        "use_cache": True,
-    }
-    if _accepts(model, "position_ids"):
-        kwargs["position_ids"] = position_ids
-    if _accepts(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = keep
-    with _contiguous_head_input(model):
-        logits = model(**kwargs).logits
-    return logits[:, -keep:, :]
+def with_head(suffix_mask: torch.Tensor, head_length: int) -> torch.Tensor:
+    """The attention mask of suffixes run on a cached head: the head's positions (all real) then theirs."""
+    head = torch.ones(suffix_mask.shape[0], head_length, dtype=suffix_mask.dtype, device=suffix_mask.device)
+    return torch.cat([head, suffix_mask], dim=1)

@@ -23,7 +23,7 @@ from torch import nn
 from steerlab.models import model_device, text_config
 from steerlab.placement import fit_batch_size, halving_on_oom
 from steerlab.positions import positions
-from steerlab.prefix_kv import PrefixCache, common_prefix_length, suffix_logits
+from steerlab.prefix_kv import PrefixCache, common_prefix_length, with_head
 
 ChoiceSpec = Sequence[str] | dict[str, Sequence[str]]
 
@@ -172,20 +172,37 @@ def _accepts(model: nn.Module, argument: str) -> bool:
     return cache[argument]
 
 
+def cache_argument(model: nn.Module) -> str | None:
+    """The name under which `model.forward` takes a KV cache (it changed across transformers), or None."""
+    for name in ("cache", "past_key_values"):
+        if _accepts(model, name):
+            return name
+    return None
+
+
 def forward_logits(
     model: nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     last_only: bool = False,
     keep: int | None = None,
+    cache: Any = None,
 ) -> torch.Tensor:
     """Logits [batch, seq, vocab] of a left-padded batch, with position ids that skip padding.
 
     Only the last `keep` positions (1 with `last_only`) get logits: the LM head is skipped elsewhere.
+    With a KV `cache` (see :mod:`steerlab.prefix_kv`) the batch continues the cached tokens: the mask
+    covers them too, and position ids continue from them.
     """
     keep = 1 if last_only else keep
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+    kwargs: dict[str, Any] = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "use_cache": cache is not None,
+    }
+    if cache is not None:
+        kwargs[str(cache_argument(model))] = cache
     if _accepts(model, "position_ids"):
         kwargs["position_ids"] = position_ids
     if keep is not None and _accepts(model, "logits_to_keep"):
@@ -273,12 +290,11 @@ def score_choices(
         batch = [encoded[i] for i in rows]
         head = batch[0][: common_prefix_length(batch)]
         cache = heads.for_batch(head, len(batch)) if heads is not None else None
-        if cache is not None and heads is not None and heads.argument is not None:
-            input_ids, mask = pad_left([ids[len(head) :] for ids in batch], pad, device)
-            logits = suffix_logits(model, cache, heads.argument, len(head), input_ids, mask)[:, -1, :].float()
-        else:
-            input_ids, mask = pad_left(batch, pad, device)
-            logits = forward_logits(model, input_ids, mask, last_only=True)[:, -1, :].float()
+        input_ids, mask = pad_left(
+            [ids[len(head) :] for ids in batch] if cache is not None else batch, pad, device
+        )
+        mask = with_head(mask, len(head)) if cache is not None else mask
+        logits = forward_logits(model, input_ids, mask, last_only=True, cache=cache)[:, -1, :].float()
         log_z = torch.logsumexp(logits, dim=-1)
         groups = torch.stack([torch.logsumexp(logits[:, ids], dim=-1) for ids in group_ids], dim=1)
         return list((groups - log_z[:, None]).cpu().double().numpy())
@@ -375,11 +391,9 @@ def continuation_logprobs(
             if cont:
                 generated[row, width - len(cont) :] = True
         keep = min(width, max(len(cont) for cont in continuations) + 1)  # continuations end every row
+        mask = with_head(mask, head_length) if cache is not None else mask
         with positions(generated_mask=generated):
-            if cache is not None and heads.argument is not None:
-                logits = suffix_logits(model, cache, heads.argument, head_length, input_ids, mask, keep)
-            else:
-                logits = forward_logits(model, input_ids, mask, keep=keep)
+            logits = forward_logits(model, input_ids, mask, keep=keep, cache=cache)
     out = []
     for row, cont in enumerate(continuations):
         n = len(cont)

@@ -95,9 +95,7 @@ def _cache_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 def _starts_empty(cache: Any) -> bool:
     """A cache a head pass fills from nothing (and that later passes will read)."""
-    from steerlab.prefix_kv import TRANSIENT
-
-    if cache is None or getattr(cache, TRANSIENT, False) or not hasattr(cache, "layers"):
+    if cache is None or _is_transient(cache) or not hasattr(cache, "layers"):
         return False
     return int(cache.get_seq_length()) == 0
 

@@ -153,9 +153,9 @@ class HFJudge:
 
 def _cache_argument(model: Any) -> str:
     """``cache`` on transformers versions that renamed ``past_key_values``."""
-    import inspect
+    from steerlab.scoring import cache_argument
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return cache_argument(model) or "past_key_values"
 
 
 def make_hf_judge(model: str, base_url: str | None = None, **options: Any) -> HFJudge:
