@@ -24,6 +24,9 @@ class WeightSteeringConfig:
     """
 
     family: ClassVar[str] = ""
+    #: True when building the adapter is costly enough (PiSSA's SVDs) that both poles copy one initial
+    #: adapter instead of each initialising its own (identical under the seed; one more model copy held).
+    costly_init: ClassVar[bool] = False
 
     # contrast data (cached; shared by all families on the same model, behaviour and data seed)
     n_questions: int | None = 64
@@ -157,6 +160,7 @@ class PissaSteeringConfig(_RankedConfig):
     """
 
     family: ClassVar[str] = "pissa"
+    costly_init: ClassVar[bool] = True
     learning_rate: float = 2e-4
 
     def peft_config(self, targets: list[str], feedforward: list[str]) -> Any:

@@ -24,7 +24,13 @@ from steerlab.methods.weight_adapters import adapter_state
 from steerlab.methods.weight_config import FAMILY_CONFIGS, WeightSteeringConfig, family_config
 from steerlab.methods.weight_data import GenerationSettings, ResponseFilter, generate_contrast, split_pairs
 from steerlab.methods.weight_delta import contrast_delta, side_delta
-from steerlab.methods.weight_train import build_examples, layer_indices, target_modules, train_adapter
+from steerlab.methods.weight_train import (
+    build_examples,
+    initial_adapter,
+    layer_indices,
+    target_modules,
+    train_adapter,
+)
 from steerlab.models import num_layers
 from steerlab.progress import report
 
@@ -97,6 +103,7 @@ def fit_weight_steering(
     training: dict[str, Any] = {}
     targets: list[str] = []
     adapters: dict[str, Any] = {}
+    start = initial_adapter(model, config, seed) if config.costly_init else None  # shared by both poles
     for pole, sign in (("positive", "+"), ("negative", "-")):
         trained = train_adapter(
             model,
@@ -106,6 +113,7 @@ def fit_weight_steering(
             config,
             seed,
             desc=f"ws-{config.family} {sign}",
+            start=start,
         )
         targets = trained.targets
         training[pole] = trained.summary()
@@ -115,6 +123,7 @@ def fit_weight_steering(
         sides[pole] = side_delta(trained, model, low_rank=config.low_rank)
         del trained
         gc.collect()  # PEFT wrappers hold reference cycles: free this copy before the next
+    del start
     deltas = contrast_delta(sides["positive"], sides["negative"], bisector=config.bisector)
     meta = {
         "layers": layer_indices(num_layers(model), config.layer_range),

@@ -7,6 +7,7 @@ checkpoint with the lowest validation loss (checked after each epoch) is kept.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -21,6 +22,7 @@ from torch import nn
 from steerlab.chat import format_chat
 from steerlab.methods.weight_config import WeightSteeringConfig
 from steerlab.methods.weight_data import ContrastPair
+from steerlab.methods.weight_prefix import FrozenPrefix, compute_prefix, first_adapted_layer
 from steerlab.models import decoder_layer_prefix, linear_modules, num_layers
 from steerlab.peft_compat import peft_call
 from steerlab.progress import report
@@ -35,6 +37,10 @@ class Example:
 
     prompt: tuple[int, ...]
     response: tuple[int, ...]
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.prompt + self.response
 
 
 @dataclass
@@ -120,14 +126,22 @@ def _collate(
 
 
 def _loss(
-    model: nn.Module, batch: Sequence[Example], pad: int, device: torch.device, tail_logits: bool
+    model: nn.Module,
+    batch: Sequence[Example],
+    pad: int,
+    device: torch.device,
+    tail_logits: bool,
+    prefix: FrozenPrefix | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over response tokens, and how many tokens it covers.
 
     Rows are left-padded so every response ends the row; with `tail_logits` the LM head runs only on
-    the last (longest response + 1) positions, which saves most of the logits' memory and time.
+    the last (longest response + 1) positions, which saves most of the logits' memory and time. With
+    `prefix` (inside its `reusing` block) the frozen blocks below the first adapted one are skipped.
     """
     ids, mask, labels = _collate(batch, pad, device)
+    if prefix is not None:
+        prefix.feed([e.ids for e in batch], ids.shape[1])
     keep = min(ids.shape[1], max(len(e.response) for e in batch) + 1)
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
     kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -148,11 +162,12 @@ def _validation_loss(
     pad: int,
     device: torch.device,
     tail_logits: bool,
+    prefix: FrozenPrefix | None = None,
 ) -> float:
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            loss, n = _loss(model, examples[start : start + batch_size], pad, device, tail_logits)
+            loss, n = _loss(model, examples[start : start + batch_size], pad, device, tail_logits, prefix)
             total, count = total + float(loss), count + n
     return total / max(count, 1)
 
@@ -168,6 +183,49 @@ def _schedule(total_steps: int, warmup: int) -> Any:
     return factor
 
 
+@dataclass
+class InitialAdapter:
+    """A freshly initialised PEFT wrapper of a deep copy of the base model, before any training step.
+
+    Both poles start from the same one (same seed), so `fit_weight_steering` builds it once when the
+    family's initialisation is costly (PiSSA's exact SVD of every target weight) and trains copies.
+    """
+
+    peft_model: Any
+    targets: list[str]
+    initial_factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def initial_adapter(model: nn.Module, config: WeightSteeringConfig, seed: int) -> InitialAdapter:
+    """Wrap a deep copy of `model` in a new adapter of `config.family`, initialised under `seed`."""
+    from peft import get_peft_model
+
+    targets, feedforward = target_modules(model, config)
+    torch.manual_seed(seed)
+    with peft_call():
+        peft_model = get_peft_model(copy.deepcopy(model), config.peft_config(targets, feedforward))
+    initial = _initial_factors(peft_model, targets) if config.family == "pissa" else {}
+    return InitialAdapter(peft_model, targets, initial)
+
+
+def _frozen_prefix(
+    peft_model: Any,
+    targets: list[str],
+    examples: Sequence[Example],
+    batch_size: int,
+    pad: int,
+    device: torch.device,
+) -> FrozenPrefix | None:
+    """The stored input of the first adapted block for `examples`, or None (full forwards) when the
+    model cannot be split there or the split does not reproduce the full forward on two rows."""
+    sequences = [e.ids for e in examples]
+    layer = first_adapted_layer(peft_model.base_model.model, targets)
+    prefix = compute_prefix(peft_model, sequences, layer, batch_size, pad, device)
+    if prefix is None or not prefix.check(peft_model, sequences[:2], pad, device):
+        return None
+    return prefix
+
+
 def train_adapter(
     model: nn.Module,
     tokenizer: Any,
@@ -176,20 +234,27 @@ def train_adapter(
     config: WeightSteeringConfig,
     seed: int,
     desc: str = "train",
+    *,
+    start: InitialAdapter | None = None,
+    reuse_prefix: bool = True,
 ) -> TrainedAdapter:
-    """Train one adapter of `config.family` on a deep copy of `model` (the caller's model is untouched)."""
-    from peft import get_peft_model
+    """Train one adapter of `config.family` on a deep copy of `model` (the caller's model is untouched).
 
+    `start` (from `initial_adapter` with the same seed) is copied instead of initialising a new adapter,
+    and stays untouched. With `reuse_prefix` the frozen blocks below the first adapted one run once per
+    example instead of at every step (same losses to float round-off; see `weight_prefix`).
+    """
     if not train:
         raise ValueError("weight steering needs at least one training example per pole")
-    targets, feedforward = target_modules(model, config)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tail_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
-    torch.manual_seed(seed)
-    with peft_call():
-        peft_model = get_peft_model(copy.deepcopy(model), config.peft_config(targets, feedforward))
-    initial = _initial_factors(peft_model, targets) if config.family == "pissa" else {}
+    if start is None:
+        start = initial_adapter(model, config, seed)
+        peft_model = start.peft_model
+    else:
+        peft_model = copy.deepcopy(start.peft_model)
+    targets = start.targets
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
@@ -201,39 +266,42 @@ def train_adapter(
     history: list[dict[str, float]] = []
     best: tuple[float, int, list[torch.Tensor]] | None = None
     peft_model.eval()  # no dropout: training stays deterministic under the seed
+    prefix = None
+    if reuse_prefix:
+        prefix = _frozen_prefix(peft_model, targets, [*train, *val], config.batch_size, pad, device)
     step = 0
-    for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(len(train), generator=generator).tolist()
-        running, tokens = 0.0, 0
-        for start in range(0, len(order), config.batch_size):
-            batch = [train[i] for i in order[start : start + config.batch_size]]
-            loss_sum, n = _loss(peft_model, batch, pad, device, tail_logits)
-            (loss_sum / max(n, 1)).backward()
-            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running, tokens = running + float(loss_sum.detach()), tokens + n
-            step += 1
-            if config.progress and (step % max(1, total_steps // 20) == 0 or step == total_steps):
-                report(
-                    desc, step, total_steps, "steps", f"epoch {epoch}, loss {running / max(tokens, 1):.3f}"
+    with prefix.reusing(peft_model) if prefix is not None else contextlib.nullcontext():
+        for epoch in range(1, config.epochs + 1):
+            order = torch.randperm(len(train), generator=generator).tolist()
+            running, tokens = 0.0, 0
+            for first in range(0, len(order), config.batch_size):
+                batch = [train[i] for i in order[first : first + config.batch_size]]
+                loss_sum, n = _loss(peft_model, batch, pad, device, tail_logits, prefix)
+                (loss_sum / max(n, 1)).backward()
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                running, tokens = running + float(loss_sum.detach()), tokens + n
+                step += 1
+                if config.progress and (step % max(1, total_steps // 20) == 0 or step == total_steps):
+                    loss = running / max(tokens, 1)
+                    report(desc, step, total_steps, "steps", f"epoch {epoch}, loss {loss:.3f}")
+            record = {"epoch": epoch, "train_loss": running / max(tokens, 1)}
+            if val:
+                record["val_loss"] = _validation_loss(
+                    peft_model, val, config.batch_size, pad, device, tail_logits, prefix
                 )
-        record = {"epoch": epoch, "train_loss": running / max(tokens, 1)}
-        if val:
-            record["val_loss"] = _validation_loss(
-                peft_model, val, config.batch_size, pad, device, tail_logits
-            )
-        history.append(record)
-        score = record.get("val_loss", -epoch)  # no validation split: keep the last epoch
-        if best is None or score < best[0]:
-            best = (score, epoch, [p.detach().clone() for p in trainable])
+            history.append(record)
+            score = record.get("val_loss", -epoch)  # no validation split: keep the last epoch
+            if best is None or score < best[0]:
+                best = (score, epoch, [p.detach().clone() for p in trainable])
     assert best is not None
     with torch.no_grad():
         for parameter, saved in zip(trainable, best[2], strict=True):
             parameter.copy_(saved)
     peft_model.requires_grad_(False)
-    return TrainedAdapter(peft_model, config.family, targets, history, best[1], initial)
+    return TrainedAdapter(peft_model, config.family, targets, history, best[1], start.initial_factors)
 
 
 def _initial_factors(peft_model: Any, targets: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
