@@ -221,7 +221,8 @@ def _frozen_prefix(
     sequences = [e.ids for e in examples]
     layer = first_adapted_layer(peft_model.base_model.model, targets)
     prefix = compute_prefix(peft_model, sequences, layer, batch_size, pad, device)
-    if prefix is None or not prefix.check(peft_model, sequences[:2], pad, device):
+    shortest = sorted(set(sequences), key=len)[:2]  # the check costs two short forwards
+    if prefix is None or not prefix.check(peft_model, shortest, pad, device):
         return None
     return prefix
 

@@ -1,0 +1,122 @@
+"""Weight-steering extraction time, old path vs new path, interleaved in one run (issue 15).
+
+(a) contrast sampling of N questions under the positive persona: generation batch 16 (old default) vs the
+    new `generation_batch` default; (b) one adapter's training for K steps (one epoch of K batches plus a
+    validation pass): full forwards vs frozen-prefix reuse; (c) PiSSA's initialisation for both poles: one
+    SVD init per pole vs one init copied. Prints seconds, old/new ratios and the load average (the machine
+    may be shared; rerun on a quiet one for quotable figures).
+
+    .venv/bin/python benchmarks/ws_extract_time.py [--questions 64] [--steps 4] [--repeats 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def _timed(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _report(name: str, old: list[float], new: list[float]) -> None:
+    o, n = statistics.median(old), statistics.median(new)
+    print(f"{name}: old {o:.2f} s, new {n:.2f} s (median of {len(old)}) -> {o / n:.2f}x", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--behavior", default="honesty")
+    parser.add_argument("--questions", type=int, default=64, help="N: questions sampled in (a)")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=4, help="K: training steps in (b)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--new-batch", type=int, default=0, help="new generation batch (0: the default)")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import steerlab as sl
+    from steerlab.behaviors import contrast_items, get_behavior
+    from steerlab.chat import format_chat
+    from steerlab.methods.weight_config import LoraSteeringConfig, PissaSteeringConfig
+    from steerlab.methods.weight_data import ContrastPair, GenerationSettings, _generate
+    from steerlab.methods.weight_train import build_examples, initial_adapter, train_adapter
+
+    skip = set(filter(None, args.skip.split(",")))
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    model, tok = sl.load_model(args.model, device="cpu", dtype="float32")
+    behavior = get_behavior(args.behavior)
+    items = contrast_items(behavior, seed=0, use_suffixes=False)[: args.questions]
+    prompts = [format_chat(tok, item.user, system=item.system_pos) for item in items]
+    new_batch = args.new_batch or LoraSteeringConfig().generation_batch
+    settings = {
+        batch: GenerationSettings(
+            n_questions=args.questions, max_new_tokens=args.max_new_tokens, batch_size=batch
+        )
+        for batch in (16, new_batch)
+    }
+    responses: list[list[int]] = []
+
+    def sample(batch: int) -> None:
+        responses[:] = _generate(model, tok, prompts, settings[batch], 0, f"sampling, batch {batch}")
+
+    if "a" not in skip:
+        old, new = [], []
+        for _ in range(args.repeats):
+            old.append(_timed(lambda: sample(16)))
+            new.append(_timed(lambda: sample(new_batch)))
+        _report(
+            f"(a) sampling {len(prompts)} x {args.max_new_tokens} tokens, batch 16 vs {new_batch}", old, new
+        )
+    else:
+        sample(new_batch)
+
+    pairs = [
+        ContrastPair(item.user, "", "", tuple(ids), (), "", "", len(ids) < args.max_new_tokens, False)
+        for item, ids in zip(items, responses, strict=True)
+        if ids
+    ]
+    examples = build_examples(tok, pairs, "positive")
+    config = LoraSteeringConfig(epochs=1, progress=False)
+    train = examples[: args.steps * config.batch_size]
+    val = examples[len(train) : len(train) + config.batch_size]
+    if "b" not in skip:
+        old, new = [], []
+        for _ in range(args.repeats):
+            old.append(_timed(lambda: train_adapter(model, tok, train, val, config, 0, reuse_prefix=False)))
+            new.append(_timed(lambda: train_adapter(model, tok, train, val, config, 0, reuse_prefix=True)))
+        _report(
+            f"(b) training {len(train) // config.batch_size} steps + validation, full vs prefix reuse",
+            old,
+            new,
+        )
+
+    if "c" not in skip:
+        pissa = dataclasses.replace(PissaSteeringConfig(), progress=False)
+        old, new = [], []
+        for _ in range(args.repeats):
+            old.append(_timed(lambda: [initial_adapter(model, pissa, 0) for _ in range(2)]))
+
+            def shared() -> None:
+                start = initial_adapter(model, pissa, 0)
+                [copy.deepcopy(start.peft_model) for _ in range(2)]
+
+            new.append(_timed(shared))
+        _report("(c) PiSSA init for both poles, one each vs one shared", old, new)
+    print(f"load average at end: {os.getloadavg()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
