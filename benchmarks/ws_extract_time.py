@@ -1,12 +1,12 @@
 """Weight-steering extraction time, old path vs new path, interleaved in one run (issue 15).
 
-(a) contrast sampling of N questions under the positive persona: generation batch 16 (old default) vs the
-    new `generation_batch` default; (b) one adapter's training for K steps (one epoch of K batches plus a
-    validation pass): full forwards vs frozen-prefix reuse; (c) PiSSA's initialisation for both poles: one
-    SVD init per pole vs one init copied. Prints seconds, old/new ratios and the load average (the machine
-    may be shared; rerun on a quiet one for quotable figures).
+(a) contrast sampling of N questions under the positive persona: generation batch 16 (old default) vs
+    the new `generation_batch` default; (b) one adapter's training for K steps over 3 epochs, each followed
+    by a validation pass (the quick preset's shape by default): full forwards vs frozen-prefix reuse;
+(c) PiSSA's initialisation for both poles: one SVD init per pole vs one init copied.
+Prints seconds, old/new ratios and the load average (the machine may be shared: measure on a quiet one).
 
-    .venv/bin/python benchmarks/ws_extract_time.py [--questions 64] [--steps 4] [--repeats 2] [--threads 2]
+    .venv/bin/python benchmarks/ws_extract_time.py [--questions 64] [--steps 21] [--repeats 2] [--threads 2]
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def main() -> None:
     parser.add_argument("--behavior", default="honesty")
     parser.add_argument("--questions", type=int, default=64, help="N: questions sampled in (a)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--steps", type=int, default=4, help="K: training steps in (b)")
+    parser.add_argument("--steps", type=int, default=21, help="K: training steps in (b), over all epochs")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs in (b) (the quick preset: 21 steps, 3)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-batch", type=int, default=0, help="new generation batch (0: the default)")
@@ -89,16 +90,17 @@ def main() -> None:
         if ids
     ]
     examples = build_examples(tok, pairs, "positive")
-    config = LoraSteeringConfig(epochs=1, progress=False)
-    train = examples[: args.steps * config.batch_size]
+    config = LoraSteeringConfig(epochs=args.epochs, progress=False)
+    train = examples[: -(-args.steps // args.epochs) * config.batch_size]
     val = examples[len(train) : len(train) + config.batch_size]
+    steps = -(-len(train) // config.batch_size) * args.epochs
     if "b" not in skip:
         old, new = [], []
         for _ in range(args.repeats):
             old.append(_timed(lambda: train_adapter(model, tok, train, val, config, 0, reuse_prefix=False)))
             new.append(_timed(lambda: train_adapter(model, tok, train, val, config, 0, reuse_prefix=True)))
         _report(
-            f"(b) training {len(train) // config.batch_size} steps + validation, full vs prefix reuse",
+            f"(b) training {steps} steps, {len(val)} validation rows, full vs prefix reuse",
             old,
             new,
         )
