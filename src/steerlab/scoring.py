@@ -24,6 +24,7 @@ from steerlab.models import model_device, text_config
 from steerlab.placement import fit_batch_size, halving_on_oom
 from steerlab.positions import positions
 from steerlab.prefix_kv import PrefixCache, common_prefix_length, with_head
+from steerlab.row_coefficients import batch_rows
 
 ChoiceSpec = Sequence[str] | dict[str, Sequence[str]]
 
@@ -289,12 +290,13 @@ def score_choices(
     def score(rows: Sequence[int]) -> list[np.ndarray]:
         batch = [encoded[i] for i in rows]
         head = batch[0][: common_prefix_length(batch)]
-        cache = heads.for_batch(head, len(batch)) if heads is not None else None
-        input_ids, mask = pad_left(
-            [ids[len(head) :] for ids in batch] if cache is not None else batch, pad, device
-        )
-        mask = with_head(mask, len(head)) if cache is not None else mask
-        logits = forward_logits(model, input_ids, mask, last_only=True, cache=cache)[:, -1, :].float()
+        with batch_rows(rows):  # per-row coefficients (apply_rows) follow the rows into the batch
+            cache = heads.for_batch(head, len(batch)) if heads is not None else None
+            input_ids, mask = pad_left(
+                [ids[len(head) :] for ids in batch] if cache is not None else batch, pad, device
+            )
+            mask = with_head(mask, len(head)) if cache is not None else mask
+            logits = forward_logits(model, input_ids, mask, last_only=True, cache=cache)[:, -1, :].float()
         log_z = torch.logsumexp(logits, dim=-1)
         groups = torch.stack([torch.logsumexp(logits[:, ids], dim=-1) for ids in group_ids], dim=1)
         return list((groups - log_z[:, None]).cpu().double().numpy())
@@ -345,9 +347,15 @@ def token_kl(
     budget = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(device)
     with torch.inference_mode():
         for batch in length_buckets(lengths, max_batch, budget):
-            steered_lp = continuation_logprobs(
-                model, [steered_ids[i] for i in batch], [continuations[i] for i in batch], pad, device, steer
-            )
+            with batch_rows(batch):  # per-row coefficients (apply_rows) follow the rows into the batch
+                steered_lp = continuation_logprobs(
+                    model,
+                    [steered_ids[i] for i in batch],
+                    [continuations[i] for i in batch],
+                    pad,
+                    device,
+                    steer,
+                )
             base_lp = continuation_logprobs(
                 model,
                 [base_ids[i] for i in batch],
