@@ -84,7 +84,9 @@ def test_arms_positive_runs_one_arm(model, tok, monkeypatch):
 def test_a_weight_delta_keeps_two_sequential_arms(model, tok, monkeypatch):
     name = "model.layers.1.mlp.down_proj.weight"
     weight = dict(model.named_parameters())[name]
-    delta = sl.WeightDelta({name: 0.5 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(5))})
+    delta = sl.WeightDelta(
+        {name: 0.5 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(5))}
+    )
     assert not delta.per_row_coefficients
     before = weight.detach().clone()
     seen = _spy(monkeypatch)
