@@ -324,12 +324,15 @@ def token_kl(
     max_batch: int = 16,
     base_prompts: Sequence[str] | None = None,
     max_batch_tokens: int | None = None,
+    base_logprobs: Sequence[torch.Tensor] | None = None,
 ) -> list[np.ndarray]:
     """Per-token KL(steered || base) over teacher-forced continuations, one array per prompt.
 
     The steered pass runs inside ``steer()``; positions of the continuation are marked generated so
     that position-restricted activation interventions act there. `base_prompts` lets a prompt
     intervention compare its rewritten prompt with the unmodified one (same continuation).
+    `base_logprobs` (per prompt, [len(continuation), vocab], from `base_continuation_logprobs`) skips the
+    base pass when the caller scores the same continuations at several coefficients.
     Batches hold at most `max_batch` rows and `max_batch_tokens` padded tokens (default: per device).
     """
     steered_ids = encode(tokenizer, prompts)
@@ -356,13 +359,17 @@ def token_kl(
                     device,
                     steer,
                 )
-            base_lp = continuation_logprobs(
-                model,
-                [base_ids[i] for i in batch],
-                [continuations[i] for i in batch],
-                pad,
-                device,
-                contextlib.nullcontext,
+            base_lp = (
+                [base_logprobs[i] for i in batch]
+                if base_logprobs is not None
+                else continuation_logprobs(
+                    model,
+                    [base_ids[i] for i in batch],
+                    [continuations[i] for i in batch],
+                    pad,
+                    device,
+                    contextlib.nullcontext,
+                )
             )
             for row, index in enumerate(batch):
                 n = len(continuations[index])
