@@ -24,7 +24,7 @@ from steerlab.row_coefficients import (
     row_coefficients,
     steers_rows,
 )
-from steerlab.scoring import generate_ids, score_choices
+from steerlab.scoring import generate_ids, score_choices, score_continuations
 
 SYSTEM = "You are a careful assistant. Answer every question with one word, Yes or No."
 QUESTIONS = ("Is it raining?", "Should I stay?", "Is the sky green today?", "Can birds fly?", "Is 7 prime?")
@@ -111,3 +111,17 @@ def test_generation_per_row_equals_each_coefficient_alone(model, tok, positions)
             alone += generate_ids(model, tok, prompts, max_new_tokens=6, stop_at_eos=False)
     assert together == alone
     assert together[:3] != together[6:]  # steering changed the rollouts
+
+
+def test_continuation_scores_per_row_equal_each_coefficient_alone(model, tok):
+    addition = ActivationAddition({2: 3 * _vector(10)}, positions="generated")
+    prompts = [format_chat(tok, q, system=SYSTEM) for q in QUESTIONS[:3]] * 2
+    answers = [" Yes", " No, never", " Maybe so"] * 2
+    coeffs = [1.5] * 3 + [-1.5] * 3
+    with addition.apply_rows(model, coeffs):
+        together = score_continuations(model, tok, prompts, answers, max_batch=4).total
+    for c, rows in ((1.5, slice(0, 3)), (-1.5, slice(3, 6))):
+        with addition.apply(model, c):
+            alone = score_continuations(model, tok, prompts[rows], answers[rows]).total
+        np.testing.assert_allclose(together[rows], alone, rtol=0, atol=2e-5)
+    assert not np.allclose(together[:3], together[3:])
