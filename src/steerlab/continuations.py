@@ -16,13 +16,8 @@ from torch import nn
 
 from steerlab.models import model_device
 from steerlab.row_coefficients import batch_rows
-from steerlab.scoring import (
-    DEFAULT_MAX_BATCH,
-    continuation_logprobs,
-    default_batch_tokens,
-    encode,
-    length_buckets,
-)
+from steerlab.scoring import DEFAULT_MAX_BATCH, default_batch_tokens, encode, length_buckets
+from steerlab.token_kl import continuation_logprobs
 
 __all__ = ["ContinuationScores", "continuation_ids", "score_continuations"]
 

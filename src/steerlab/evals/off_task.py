@@ -46,7 +46,8 @@ from steerlab.evals.registry import register_eval
 from steerlab.metrics import bootstrap_ci
 from steerlab.paths import package_data
 from steerlab.report_spec import ReportMetric, ReportSpec
-from steerlab.scoring import generate_ids, score_continuations, token_kl
+from steerlab.scoring import generate_ids, score_continuations
+from steerlab.token_kl import token_kl
 
 PROMPTS_FILE = "offtask_eval.json"
 KNOWLEDGE_FILE = "knowledge_qa.jsonl"

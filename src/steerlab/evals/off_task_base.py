@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from steerlab.models import model_device
-from steerlab.scoring import continuation_logprobs, default_batch_tokens, encode, length_buckets
+from steerlab.scoring import default_batch_tokens, encode, length_buckets
+from steerlab.token_kl import continuation_logprobs
 
 __all__ = [
     "UnsteeredReference",
