@@ -149,6 +149,14 @@ def main() -> None:
     base_seconds = 0.0
     for name in config.evals:
         options = dict(config.eval_options.get(name, {}))
+        # the c = 0 work first: what a run does once (off-task's unsteered reference is memoised per model)
+        label = f"eval {name} base rows (c = 0, once per run)"
+        timed(
+            label,
+            lambda n=name, o=options: evaluate(model, tok, None, n, [0.0], behavior=config.behavior, **o),
+            t,
+        )
+        base_seconds += t[label]
         table = timed(
             f"eval {name} at -c, +c",
             lambda n=name, o=options: evaluate(
@@ -158,13 +166,6 @@ def main() -> None:
         )
         eval_seconds[name] = t[f"eval {name} at -c, +c"]
         print(f"    {table['row_id'].nunique()} rows x 2 coefficients")
-        label = f"eval {name} base rows (c = 0, once per run)"
-        timed(
-            label,
-            lambda n=name, o=options: evaluate(model, tok, None, n, [0.0], behavior=config.behavior, **o),
-            t,
-        )
-        base_seconds += t[label]
     timed(
         f"bootstrap summary ({config.n_boot} resamples), one table",
         lambda: summarise_eval(table, n_boot=config.n_boot),

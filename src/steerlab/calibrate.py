@@ -227,16 +227,28 @@ def measure_kl(
     coeff: float,
     config: CalibrationConfig | None = None,
     prompts: Sequence[str] | None = None,
+    *,
+    batch_arms: bool = True,
 ) -> KLPoint:
-    """The KL objective at |c| = ``coeff``: p95 over (prompt, position), the worse arm when ``arms='both'``."""
+    """The KL objective at |c| = ``coeff``: p95 over (prompt, position), the worse arm when ``arms='both'``.
+
+    With `batch_arms`, an intervention that steers rows apart runs both arms as one batch
+    (:mod:`steerlab.calibrate_arms`; same KLs to float round-off); ``False`` forces two sequential arms."""
+    from steerlab.calibrate_arms import paired_arm_kls, steers_rows
+
     config = config or CalibrationConfig()
     users = list(prompts) if prompts is not None else calibration_prompts(config.n_prompts)
     c = abs(float(coeff))
-    pos = _arm_kls(model, tok, intervention, c, users, config)
+    paired = config.arms == "both" and batch_arms and steers_rows(intervention)
+    if paired:
+        pos, neg = paired_arm_kls(model, tok, intervention, c, users, config)
+    else:
+        pos = _arm_kls(model, tok, intervention, c, users, config)
     kl_pos = float(np.quantile(pos, config.quantile))
     if config.arms == "positive":
         return KLPoint(coeff=c, kl=kl_pos, kl_pos=kl_pos, mean_kl=float(pos.mean()))
-    neg = _arm_kls(model, tok, intervention, -c, users, config)
+    if not paired:
+        neg = _arm_kls(model, tok, intervention, -c, users, config)
     kl_neg = float(np.quantile(neg, config.quantile))
     mean = float(np.concatenate([pos, neg]).mean())
     return KLPoint(coeff=c, kl=max(kl_pos, kl_neg), kl_pos=kl_pos, kl_neg=kl_neg, mean_kl=mean)

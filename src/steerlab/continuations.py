@@ -15,13 +15,9 @@ import torch
 from torch import nn
 
 from steerlab.models import model_device
-from steerlab.scoring import (
-    DEFAULT_MAX_BATCH,
-    continuation_logprobs,
-    default_batch_tokens,
-    encode,
-    length_buckets,
-)
+from steerlab.row_coefficients import batch_rows
+from steerlab.scoring import DEFAULT_MAX_BATCH, default_batch_tokens, encode, length_buckets
+from steerlab.token_kl import continuation_logprobs
 
 __all__ = ["ContinuationScores", "continuation_ids", "score_continuations"]
 
@@ -87,14 +83,15 @@ def score_continuations(
     lengths = [len(p) + len(c) for p, c in zip(prompt_ids, targets, strict=True)]
     with torch.inference_mode():
         for batch in length_buckets(lengths, max_batch, budget):
-            rows = continuation_logprobs(
-                model,
-                [prompt_ids[i] for i in batch],
-                [targets[i] for i in batch],
-                pad,
-                device,
-                contextlib.nullcontext,
-            )
+            with batch_rows(batch):  # per-row coefficients (apply_rows) follow the rows into the batch
+                rows = continuation_logprobs(
+                    model,
+                    [prompt_ids[i] for i in batch],
+                    [targets[i] for i in batch],
+                    pad,
+                    device,
+                    contextlib.nullcontext,
+                )
             for logp, index in zip(rows, batch, strict=True):
                 target = torch.tensor(targets[index], device=logp.device)
                 out[index] = (

@@ -14,6 +14,7 @@ from steerlab.kv_cache import growing_cache
 from steerlab.models import model_device, text_config
 from steerlab.placement import fit_batch_size, halving_on_oom
 from steerlab.positions import generating
+from steerlab.row_coefficients import batch_rows
 from steerlab.scoring import encode, length_buckets, pad_left
 
 __all__ = ["generate", "generate_cache_kwarg", "generate_ids"]
@@ -68,7 +69,7 @@ def generate_ids(
         input_ids, mask = pad_left([encoded[i] for i in rows], pad, device)
         cache = growing_cache(model)
         extra = {generate_cache_kwarg(): cache} if cache is not None else {}
-        with generating(model, input_ids.shape[1]):
+        with batch_rows(rows), generating(model, input_ids.shape[1]):
             output = model.generate(input_ids=input_ids, attention_mask=mask, **settings, **extra)  # type: ignore[operator]  # nn.Module.__getattr__ types it Tensor | Module
         return output[:, input_ids.shape[1] :].tolist()
 

@@ -6,7 +6,8 @@ tiny-mfv's and ai-risk's. Scoring a batch runs that head once (batch 1, under wh
 applied, since the head's keys and values depend on the weights and hooks in force), repeats its KV cache
 over the batch, and runs only the suffixes, left-padded after the head with position ids that continue
 from it. Attention and every position-wise edit see the same inputs as in one full pass, so scores agree
-with the unsplit forward to float round-off (`tests/test_prefix_kv.py`).
+with the unsplit forward to float round-off (`tests/test_prefix_kv.py`). Rows steered at different coefficients
+(:mod:`steerlab.row_coefficients`) get the head run once per distinct coefficient, as one small batch.
 
 Anything this cannot handle (a model without a KV-cache argument, an older transformers without
 per-layer caches, a cache with sliding-window or other special layers) runs the plain full forward.
@@ -14,12 +15,15 @@ per-layer caches, a cache with sliding-window or other special layers) runs the 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from steerlab.row_coefficients import HeadGroups, batch_rows, head_groups
 
 __all__ = ["MIN_PREFIX", "PrefixCache", "common_prefix_length", "with_head"]
 
@@ -71,31 +75,41 @@ class PrefixCache:
         from steerlab.scoring import cache_argument
 
         self.argument = cache_argument(model)
-        self.caches: dict[tuple[int, ...], Any] = {}
+        self.caches: dict[tuple[tuple[int, ...], tuple[float, ...]], Any] = {}
 
     def for_batch(self, head: Sequence[int], rows: int) -> Any | None:
         """A fresh cache holding `head`'s keys and values repeated for `rows` rows, or None (no sharing)."""
         if self.argument is None or len(head) < MIN_PREFIX:
             return None
-        key = tuple(head)
+        groups = head_groups(rows)  # rows steered at different coefficients (apply_rows) need their own head
+        key = (tuple(head), groups.key if groups is not None else ())
         if key not in self.caches:
-            self.caches[key] = self._run_head(key)
+            self.caches[key] = self._run_head(key[0]) if groups is None else self._run_heads(key[0], groups)
         cached = self.caches[key]
         if cached is None:
             return None
         cache = copy.deepcopy(cached)
-        cache.batch_repeat_interleave(rows)
+        if groups is None:
+            cache.batch_repeat_interleave(rows)
+        else:
+            cache.batch_select_indices(torch.tensor(groups.assignment, dtype=torch.long, device=self.device))
         setattr(cache, TRANSIENT, True)
         return cache
 
     def _run_head(self, head: tuple[int, ...]) -> Any | None:
+        return self._run_heads(head, None)
+
+    def _run_heads(self, head: tuple[int, ...], groups: HeadGroups | None) -> Any | None:
+        """The head's cache at batch 1, or at one row per coefficient group (declared as those rows)."""
         cache = _plain_dynamic_cache(self.model)
         if cache is None or self.argument is None:
             return None
         from steerlab.scoring import forward_logits
 
-        input_ids = torch.tensor([head], dtype=torch.long, device=self.device)
-        forward_logits(self.model, input_ids, torch.ones_like(input_ids), last_only=True, cache=cache)
+        count = 1 if groups is None else len(groups.rows)
+        input_ids = torch.tensor([head] * count, dtype=torch.long, device=self.device)
+        with batch_rows(groups.rows) if groups is not None else contextlib.nullcontext():
+            forward_logits(self.model, input_ids, torch.ones_like(input_ids), last_only=True, cache=cache)
         if cache.get_seq_length() != len(head):
             return None  # the model did not fill the cache we passed: run full passes instead
         return cache

@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from steerlab.models import model_device, text_config
 from steerlab.placement import fit_batch_size, halving_on_oom
-from steerlab.positions import positions
 from steerlab.prefix_kv import PrefixCache, common_prefix_length, with_head
+from steerlab.row_coefficients import batch_rows
 
 ChoiceSpec = Sequence[str] | dict[str, Sequence[str]]
 
@@ -289,12 +288,13 @@ def score_choices(
     def score(rows: Sequence[int]) -> list[np.ndarray]:
         batch = [encoded[i] for i in rows]
         head = batch[0][: common_prefix_length(batch)]
-        cache = heads.for_batch(head, len(batch)) if heads is not None else None
-        input_ids, mask = pad_left(
-            [ids[len(head) :] for ids in batch] if cache is not None else batch, pad, device
-        )
-        mask = with_head(mask, len(head)) if cache is not None else mask
-        logits = forward_logits(model, input_ids, mask, last_only=True, cache=cache)[:, -1, :].float()
+        with batch_rows(rows):  # per-row coefficients (apply_rows) follow the rows into the batch
+            cache = heads.for_batch(head, len(batch)) if heads is not None else None
+            input_ids, mask = pad_left(
+                [ids[len(head) :] for ids in batch] if cache is not None else batch, pad, device
+            )
+            mask = with_head(mask, len(head)) if cache is not None else mask
+            logits = forward_logits(model, input_ids, mask, last_only=True, cache=cache)[:, -1, :].float()
         log_z = torch.logsumexp(logits, dim=-1)
         groups = torch.stack([torch.logsumexp(logits[:, ids], dim=-1) for ids in group_ids], dim=1)
         return list((groups - log_z[:, None]).cpu().double().numpy())
@@ -307,99 +307,6 @@ def score_choices(
             if progress is not None:
                 progress(len(batch))
     return ChoiceScores(names=names, logprobs=out)
-
-
-# ---------------------------------------------------------------------------------------------- KL
-
-
-def token_kl(
-    model: nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    continuations: Sequence[Sequence[int]],
-    steer: Callable[[], contextlib.AbstractContextManager[Any]],
-    *,
-    max_batch: int = 16,
-    base_prompts: Sequence[str] | None = None,
-    max_batch_tokens: int | None = None,
-) -> list[np.ndarray]:
-    """Per-token KL(steered || base) over teacher-forced continuations, one array per prompt.
-
-    The steered pass runs inside ``steer()``; positions of the continuation are marked generated so
-    that position-restricted activation interventions act there. `base_prompts` lets a prompt
-    intervention compare its rewritten prompt with the unmodified one (same continuation).
-    Batches hold at most `max_batch` rows and `max_batch_tokens` padded tokens (default: per device).
-    """
-    steered_ids = encode(tokenizer, prompts)
-    base_ids = encode(tokenizer, base_prompts) if base_prompts is not None else steered_ids
-    device = model_device(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    results: list[np.ndarray] = [np.zeros(0) for _ in prompts]
-    if len(steered_ids) != len(base_ids):
-        raise ValueError(f"base_prompts has {len(base_ids)} prompts, prompts has {len(steered_ids)}")
-    if len(continuations) != len(steered_ids):
-        raise ValueError(f"continuations has {len(continuations)} entries, prompts has {len(steered_ids)}")
-    lengths = [
-        max(len(p), len(b)) + len(c) for p, b, c in zip(steered_ids, base_ids, continuations, strict=True)
-    ]
-    budget = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(device)
-    with torch.inference_mode():
-        for batch in length_buckets(lengths, max_batch, budget):
-            steered_lp = continuation_logprobs(
-                model, [steered_ids[i] for i in batch], [continuations[i] for i in batch], pad, device, steer
-            )
-            base_lp = continuation_logprobs(
-                model,
-                [base_ids[i] for i in batch],
-                [continuations[i] for i in batch],
-                pad,
-                device,
-                contextlib.nullcontext,
-            )
-            for row, index in enumerate(batch):
-                n = len(continuations[index])
-                s, b = steered_lp[row][:n], base_lp[row][:n]
-                results[index] = (s.exp() * (s - b)).sum(-1).clamp(min=0).cpu().double().numpy()
-    return results
-
-
-def continuation_logprobs(
-    model: nn.Module,
-    prompt_ids: Sequence[Sequence[int]],
-    continuations: Sequence[Sequence[int]],
-    pad: int,
-    device: torch.device,
-    context: Callable[[], contextlib.AbstractContextManager[Any]],
-    share_prefix: bool = True,
-) -> list[torch.Tensor]:
-    """Log-softmax rows [n_cont, vocab] at the positions that predict each continuation token.
-
-    The tokens every row starts with (within the prompts) run once, under `context`, when
-    `share_prefix` (:mod:`steerlab.prefix_kv`)."""
-    full = [list(p) + list(c) for p, c in zip(prompt_ids, continuations, strict=True)]
-    shortest_prompt = min(len(p) for p in prompt_ids)
-    head_length = min(common_prefix_length(full), shortest_prompt - 1) if share_prefix else 0
-    with context():
-        heads = PrefixCache(model, device)
-        with positions(generated_mask=torch.zeros(1, max(head_length, 0), dtype=torch.bool, device=device)):
-            cache = heads.for_batch(full[0][:head_length], len(full)) if head_length > 0 else None
-        suffixes = [ids[head_length:] for ids in full] if cache is not None else full
-        input_ids, mask = pad_left(suffixes, pad, device)
-        width = input_ids.shape[1]
-        generated = torch.zeros_like(mask, dtype=torch.bool)
-        for row, cont in enumerate(continuations):
-            if cont:
-                generated[row, width - len(cont) :] = True
-        keep = min(width, max(len(cont) for cont in continuations) + 1)  # continuations end every row
-        mask = with_head(mask, head_length) if cache is not None else mask
-        with positions(generated_mask=generated):
-            logits = forward_logits(model, input_ids, mask, keep=keep, cache=cache)
-    out = []
-    for row, cont in enumerate(continuations):
-        n = len(cont)
-        rows = logits[row, keep - n - 1 : keep - 1, :].float() if n else logits[row, :0, :].float()
-        out.append(F.log_softmax(rows, dim=-1))
-    return out
 
 
 @contextlib.contextmanager
@@ -415,3 +322,5 @@ from steerlab.continuations import score_continuations as score_continuations  #
 from steerlab.generation import generate as generate  # noqa: E402
 from steerlab.generation import generate_cache_kwarg as generate_cache_kwarg  # noqa: E402
 from steerlab.generation import generate_ids as generate_ids  # noqa: E402
+from steerlab.token_kl import continuation_logprobs as continuation_logprobs  # noqa: E402
+from steerlab.token_kl import token_kl as token_kl  # noqa: E402

@@ -36,11 +36,18 @@ from steerlab.evals.common import (
     progress_bar,
     require_rows,
 )
+from steerlab.evals.off_task_base import (
+    UnsteeredReference,
+    base_continuation_logprobs,
+    data_key,
+    unsteered_reference,
+)
 from steerlab.evals.registry import register_eval
 from steerlab.metrics import bootstrap_ci
 from steerlab.paths import package_data
 from steerlab.report_spec import ReportMetric, ReportSpec
-from steerlab.scoring import generate_ids, score_continuations, token_kl
+from steerlab.scoring import generate_ids, score_continuations
+from steerlab.token_kl import token_kl
 
 PROMPTS_FILE = "offtask_eval.json"
 KNOWLEDGE_FILE = "knowledge_qa.jsonl"
@@ -88,6 +95,30 @@ def answer_logprobs(
     with applied_at(ctx.model, ctx.intervention, coeff):
         scores = score_continuations(ctx.model, ctx.tok, texts, answers, max_batch=max_batch)
     return scores.token_logprobs
+
+
+def _unsteered(
+    ctx: RunContext,
+    config: OffTaskConfig,
+    base_texts: list[str],
+    base_qa_texts: list[str],
+    answers: list[list[int]],
+) -> UnsteeredReference:
+    """The unsteered model's greedy continuations, its log-softmax over them and its answer log-probs."""
+    eos = ctx.tok.eos_token_id if ctx.tok.eos_token_id is not None else 0
+    generated = generate_ids(
+        ctx.model, ctx.tok, base_texts, max_new_tokens=config.n_tokens, max_batch=config.max_batch
+    )
+    continuations = [ids or [eos] for ids in generated]
+    return UnsteeredReference(
+        continuations=continuations,
+        kl_logprobs=base_continuation_logprobs(
+            ctx.model, ctx.tok, base_texts, continuations, max_batch=config.max_batch
+        ),
+        answer_logprobs=score_continuations(
+            ctx.model, ctx.tok, base_qa_texts, answers, max_batch=config.max_batch
+        ).token_logprobs,
+    )
 
 
 def summarise_off_task(
@@ -154,14 +185,14 @@ def run_off_task(ctx: RunContext, config: OffTaskConfig) -> pd.DataFrame:
     kl_prompts = [ChatPrompt(p) for p in neutral]
     qa_prompts = [ChatPrompt(r["question"]) for r in knowledge]
     base_texts = chat_strings(tok, kl_prompts, None, 0.0)
-    eos = tok.eos_token_id if tok.eos_token_id is not None else 0
-    continuations = [
-        ids or [eos]
-        for ids in generate_ids(
-            ctx.model, tok, base_texts, max_new_tokens=config.n_tokens, max_batch=config.max_batch
-        )
-    ]
+    base_qa_texts = chat_strings(tok, qa_prompts, None, 0.0)
     answers = [tok(" " + r["answer"].strip(), add_special_tokens=False)["input_ids"] for r in knowledge]
+    reference = unsteered_reference(
+        ctx.model,
+        data_key(base_texts, base_qa_texts, answers, config.n_tokens, config.max_batch, tok.eos_token_id),
+        lambda: _unsteered(ctx, config, base_texts, base_qa_texts, answers),
+    )
+    continuations = reference.continuations
     meta = pd.DataFrame(
         {
             "row_id": [f"kl:{i + 1}" for i in range(len(neutral))] + [f"qa:{r['id']}" for r in knowledge],
@@ -176,20 +207,24 @@ def run_off_task(ctx: RunContext, config: OffTaskConfig) -> pd.DataFrame:
     try:
         for coeff in ctx.coeffs:
             steered = chat_strings(tok, kl_prompts, ctx.intervention, coeff)
-            kl = token_kl(
-                ctx.model,
-                tok,
-                steered,
-                continuations,
-                functools.partial(applied_at, ctx.model, ctx.intervention, coeff),
-                max_batch=config.max_batch,
-                base_prompts=base_texts,
-            )
-            bar.update(len(kl_prompts))
-            qa = answer_logprobs(
-                ctx, chat_strings(tok, qa_prompts, ctx.intervention, coeff), answers, coeff, config.max_batch
-            )
-            bar.update(len(qa_prompts))
+            steered_qa = chat_strings(tok, qa_prompts, ctx.intervention, coeff)
+            if coeff == 0.0 and steered == base_texts and steered_qa == base_qa_texts:
+                # c = 0 is the unsteered model exactly: KL(base || base) = 0 and the reference's answers
+                kl: list[np.ndarray] = [np.zeros(len(c)) for c in continuations]
+                qa = reference.answer_logprobs
+            else:
+                kl = token_kl(
+                    ctx.model,
+                    tok,
+                    steered,
+                    continuations,
+                    functools.partial(applied_at, ctx.model, ctx.intervention, coeff),
+                    max_batch=config.max_batch,
+                    base_prompts=base_texts,
+                    base_logprobs=reference.kl_logprobs,
+                )
+                qa = answer_logprobs(ctx, steered_qa, answers, coeff, config.max_batch)
+            bar.update(len(meta))
             kl_mean = np.array([k.mean() for k in kl] + [np.nan] * len(qa))
             kl_p95 = np.array([np.quantile(k, 0.95) for k in kl] + [np.nan] * len(qa))
             lp_mean = np.array([np.nan] * len(kl) + [a.mean() for a in qa])

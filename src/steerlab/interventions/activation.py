@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -19,6 +19,7 @@ from steerlab.interventions.base import (
 from steerlab.models import decoder_layers, hidden_size
 from steerlab.placement import follow_device
 from steerlab.positions import position_mask
+from steerlab.row_coefficients import edit_rows, required_coefficients, row_coefficients
 
 POSITIONS = ("all", "prompt", "generated")
 
@@ -67,6 +68,24 @@ class LayerHookIntervention(Intervention):
         if coeff == 0:
             yield model
             return
+        with self._hooked(model, lambda layer: self._make_hook(layer, float(coeff))):
+            yield model
+
+    per_row_coefficients: ClassVar[bool] = True
+
+    @contextlib.contextmanager
+    def apply_rows(self, model: nn.Module, coeffs: Sequence[float]) -> Iterator[nn.Module]:
+        """Each input row at its own coefficient: the edit runs once per distinct coefficient per layer."""
+        values = [check_coefficient(c, self.kind) for c in coeffs]
+        with row_coefficients(values):
+            if not any(values):
+                yield model
+                return
+            with self._hooked(model, lambda layer: self._make_hook(layer, None)):
+                yield model
+
+    @contextlib.contextmanager
+    def _hooked(self, model: nn.Module, make_hook: Callable[[int], Any]) -> Iterator[nn.Module]:
         self.check_compatible(model)
         blocks = decoder_layers(model)
         parameter = next(model.parameters())
@@ -74,17 +93,23 @@ class LayerHookIntervention(Intervention):
         handles = []
         try:
             for layer in self.layers():
-                handles.append(blocks[layer].register_forward_hook(self._make_hook(layer, float(coeff))))
+                handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
             yield model
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _make_hook(self, layer: int, coeff: float) -> Any:
+    def _make_hook(self, layer: int, coeff: float | None) -> Any:
+        """The forward hook of `layer` at `coeff`, or at each row's coefficient when `coeff` is None."""
+
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             hidden, original = split_output(output)
             follow_device(self, layer, hidden.device)
-            edited = self.edit(layer, hidden, coeff)
+            if coeff is None:
+                coeffs = required_coefficients(hidden.shape[0])
+                edited = edit_rows(hidden, coeffs, lambda rows, c: self.edit(layer, rows, c))
+            else:
+                edited = self.edit(layer, hidden, coeff)
             mask = position_mask(hidden, self.positions)
             if mask is not None:
                 edited = torch.where(mask, edited, hidden)

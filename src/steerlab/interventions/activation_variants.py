@@ -7,7 +7,7 @@ All are exactly the base model at ``c = 0`` (no hook is installed) and save as t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -19,9 +19,10 @@ from steerlab.interventions.activation import (
     join_output,
     split_output,
 )
-from steerlab.interventions.base import InterventionError, check_finite, register_kind
+from steerlab.interventions.base import InterventionError, check_coefficient, check_finite, register_kind
 from steerlab.models import hidden_size
 from steerlab.positions import position_mask
+from steerlab.row_coefficients import edit_rows, required_coefficients, row_coefficients
 
 
 def _layer_tensors(tensors: dict[str, torch.Tensor], prefix: str) -> dict[int, torch.Tensor]:
@@ -250,22 +251,45 @@ class ModuleAddition(LayerHookIntervention):
         if coeff == 0:
             yield model
             return
+        with self._module_hooked(model, float(coeff)):
+            yield model
+
+    @contextlib.contextmanager
+    def apply_rows(self, model: nn.Module, coeffs: Sequence[float]) -> Iterator[nn.Module]:
+        values = [check_coefficient(c, self.kind) for c in coeffs]
+        with row_coefficients(values):
+            if not any(values):
+                yield model
+                return
+            with self._module_hooked(model, None):
+                yield model
+
+    @contextlib.contextmanager
+    def _module_hooked(self, model: nn.Module, coeff: float | None) -> Iterator[nn.Module]:
         self.check_compatible(model)
         parameter = next(model.parameters())
         self._prepared = {name: v.to(parameter.device, parameter.dtype) for name, v in self.vectors.items()}
         handles = []
         try:
             for name, module in self._modules(model).items():
-                handles.append(module.register_forward_hook(self._module_hook(name, float(coeff))))
+                handles.append(module.register_forward_hook(self._module_hook(name, coeff)))
             yield model
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _module_hook(self, name: str, coeff: float) -> Any:
+    def _module_hook(self, name: str, coeff: float | None) -> Any:
+        """The hook of module `name` at `coeff`, or at each row's coefficient when `coeff` is None."""
+
+        def add(rows: torch.Tensor, c: float) -> torch.Tensor:
+            return rows + c * self._prepared[name]
+
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             hidden, original = split_output(output)
-            edited = hidden + coeff * self._prepared[name]
+            if coeff is None:
+                edited = edit_rows(hidden, required_coefficients(hidden.shape[0]), add)
+            else:
+                edited = add(hidden, coeff)
             mask = position_mask(hidden, self.positions)
             if mask is not None:
                 edited = torch.where(mask, edited, hidden)

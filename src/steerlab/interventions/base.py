@@ -6,7 +6,7 @@ import contextlib
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -76,12 +76,23 @@ class Intervention(ABC):
     kind: ClassVar[str] = ""
     has_dose: ClassVar[bool] = True
     """False when the coefficient only picks a pole (prompting): nothing to calibrate, KL is measured."""
+    per_row_coefficients: ClassVar[bool] = False
+    """True when ``apply_rows`` can steer each row of a batch at its own coefficient (activation hooks)."""
     meta: dict[str, Any]
 
     # ---- behaviour
     @abstractmethod
     def apply(self, model: nn.Module, coeff: float) -> contextlib.AbstractContextManager[nn.Module]:
         """Context manager: the model is steered at `coeff` inside, and restored exactly on exit."""
+
+    def apply_rows(
+        self, model: nn.Module, coeffs: Sequence[float]
+    ) -> contextlib.AbstractContextManager[nn.Module]:
+        """Context manager: input row ``i`` of every batch is steered at ``coeffs[i]`` (batches declare their
+        rows, see :mod:`steerlab.row_coefficients`). Only where ``per_row_coefficients`` is True."""
+        raise InterventionError(
+            f"{type(self).__name__} cannot steer the rows of a batch at different coefficients"
+        )
 
     def rewrite(self, coeff: float, system: str | None, user: str) -> tuple[str | None, str]:
         """Rewrite a prompt's (system, user) for this coefficient; only prompt interventions change them."""

@@ -1,0 +1,88 @@
+"""One iso-KL evaluation with both arms in one batch vs two sequential arms, on smollm2-135m, in one run.
+
+``measure_kl`` at |c| with ``arms="both"`` rolls out and teacher-forces +c and -c. An intervention that
+steers rows apart (activation hooks: ``apply_rows``) runs both arms as one batch of 2 x n_prompts rows
+(``steerlab.calibrate_arms``); ``batch_arms=False`` forces the two sequential arms of before. Decoding is
+memory-bound on CPU, so the batched evaluation should cost well under two sequential arms.
+
+The intervention is mean_diff on the built-in honesty behaviour (few pairs). Rounds are interleaved
+(batched, sequential, batched, ...) after one warm-up of each, since the machine is shared; the load
+average is printed with the numbers, and so is the largest |difference| between the two paths' KL values
+(they agree to float round-off).
+
+    .venv/bin/python benchmarks/calibration_arms.py [--rounds 3] [--n-prompts 8] [--coeff 1.0] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from dataclasses import asdict
+
+import torch
+
+import steerlab as sl
+from steerlab.calibrate import CalibrationConfig, KLPoint, measure_kl
+
+
+def load_text() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--behavior", default="honesty")
+    parser.add_argument("--n-pairs", type=int, default=8)
+    parser.add_argument("--n-prompts", type=int, default=8, help="off-task prompts (the quick preset's 8)")
+    parser.add_argument("--coeff", type=float, default=1.0, help="|c| of the KL evaluation")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    model, tok = sl.load_model(args.model, device="cpu", dtype="float32")
+    intervention = sl.extract(model, tok, args.behavior, "mean_diff", n_pairs=args.n_pairs)
+    print(f"{args.model}: {intervention!r}")
+    config = CalibrationConfig(n_prompts=args.n_prompts)
+
+    def run(batched: bool) -> tuple[float, KLPoint]:
+        start = time.perf_counter()
+        point = measure_kl(model, tok, intervention, args.coeff, config, batch_arms=batched)
+        return time.perf_counter() - start, point
+
+    run(True), run(False)  # warm-up: first-call costs (allocations, caches) out of the timings
+    times: dict[bool, list[float]] = {True: [], False: []}
+    points: dict[bool, KLPoint] = {}
+    print(f"before: {load_text()}")
+    for round_number in range(args.rounds):
+        for batched in (True, False):
+            seconds, points[batched] = run(batched)
+            times[batched].append(seconds)
+        ratio = times[False][-1] / times[True][-1]
+        print(
+            f"round {round_number + 1}: batched {times[True][-1]:.2f} s, sequential {times[False][-1]:.2f} s, "
+            f"sequential / batched {ratio:.2f}x"
+        )
+    print(f"after: {load_text()}")
+    batched_s, sequential_s = statistics.median(times[True]), statistics.median(times[False])
+    print(
+        f"median of {args.rounds}: batched {batched_s:.2f} s, sequential {sequential_s:.2f} s per KL "
+        f"evaluation (|c| = {args.coeff}, {args.n_prompts} prompts x 2 arms, T = {config.n_tokens}, "
+        f"{args.threads} threads); speed-up sequential / batched = {sequential_s / batched_s:.2f}x"
+    )
+    fields = ("kl", "kl_pos", "kl_neg", "mean_kl")
+    values = {batched: asdict(point) for batched, point in points.items()}
+    print(
+        "KL values (batched | sequential): "
+        + ", ".join(f"{f} {values[True][f]:.6f} | {values[False][f]:.6f}" for f in fields)
+    )
+    difference = max(abs(float(values[True][f]) - float(values[False][f])) for f in fields)
+    print(f"max |difference| of the KL values: {difference:.2e}")
+
+
+if __name__ == "__main__":
+    main()
