@@ -34,7 +34,7 @@ class WeightSteeringConfig:
     max_new_tokens: int = 48
     temperature: float = 0.7
     top_p: float = 0.9
-    generation_batch: int = 64  # 64 rows decode in ~the time of 16 on a CPU; in the cache key
+    generation_batch: int = 64  # ~1.2x faster than 16 on a CPU; in the cache key
     data_seed: int | None = None
     filter_responses: bool = True
     use_cache: bool = True
