@@ -152,3 +152,18 @@ def test_a_shared_initial_adapter_gives_the_same_training(family, model, tok):
         assert torch.equal(shared.initial_factors[name][0], up)
         assert torch.equal(shared.initial_factors[name][1], down)
     assert family_config("pissa").costly_init and not family_config("lora").costly_init
+
+
+@pytest.mark.integration
+def test_prefix_reuse_applies_to_smollm2_and_keeps_the_losses(smol, monkeypatch):
+    """On the built-in model the check passes (no silent fallback) and the losses are the plain path's."""
+    model, tok = smol
+    train, val = _examples(len(tok), 6, seed=8), _examples(len(tok), 2, seed=9)
+    config = _config("lora", epochs=2, rank=4, alpha=8.0)
+    plain = train_adapter(model, tok, train, val, config, seed=0, reuse_prefix=False)
+    seen = _spy_prefix(monkeypatch)
+    reused = train_adapter(model, tok, train, val, config, seed=0)
+    assert seen and seen[0] is not None and seen[0].layer == 9  # 30 blocks, layer_range (0.3, 0.8)
+    for a, b in zip(plain.history, reused.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
