@@ -6,6 +6,14 @@
 (c) PiSSA's initialisation for both poles: one SVD init per pole vs one init copied.
 Prints seconds, old/new ratios and the load average (the machine may be shared: measure on a quiet one).
 
+Where the time goes (smollm2-135m, 2-core CPU, profiled on one batch / a few steps): sampling is ~75% linear
+layers (the LM head over 49k tokens included), ~9% top-p sort + multinomial over the full vocabulary (HF's
+sampler, per row and step: it does not shrink with a larger batch), the rest attention and per-step
+overhead. A training step is ~50% matmuls, ~25% elementwise ops (RMSNorm, rotary, LoRA scaling) and their
+backward; the 9 frozen blocks below the first adapted one are ~10% of a step. Padding is ~9% of the tokens
+of a training batch (not worth a length-aware order that would change the batches). PiSSA's exact SVD init
+costs ~7 s (one thread) per pole.
+
     .venv/bin/python benchmarks/ws_extract_time.py [--questions 64] [--steps 21] [--repeats 2] [--threads 2]
 """
 
