@@ -73,6 +73,21 @@ def test_search_handles_steep_non_power_law_curves(power_law_guess):
     assert abs(point.kl - 1.0) <= 0.05 and len(calls) <= 12
 
 
+@pytest.mark.parametrize("slope", [2.5, 3.0, 4.0])
+@pytest.mark.parametrize("scale", [0.01, 0.15, 5.0])
+def test_a_power_law_jump_that_overshoots_brackets_the_target_at_once(slope, scale):
+    """KL ~ c^s with s > 2 (the shape real steers show): the c^2 jump from the first point overshoots, so
+    those two points bracket the target and regula falsi finishes; no doubling walk in between."""
+    kl_at, calls = counted(lambda c: scale * c**slope)
+    point, trace, converged, note = find_coefficient(kl_at, CalibrationConfig())
+    assert converged, note
+    root = scale ** (-1 / slope)
+    jump = math.sqrt(1 / scale)
+    assert calls[:2] == pytest.approx([1.0, jump])
+    assert all(min(1.0, jump) < c < max(1.0, jump) for c in calls[2:])  # inside that first bracket
+    assert len(calls) <= 4 and math.isclose(point.coeff, root, rel_tol=0.03)
+
+
 def test_search_without_power_law_guess_brackets_by_doubling():
     kl_at, calls = counted(lambda c: 0.01 * c**2)  # root at c = 10
     _, _, converged, _ = find_coefficient(kl_at, CalibrationConfig(power_law_guess=False))

@@ -10,8 +10,8 @@ rollout is teacher-forced through the steered and the base model (``scoring.toke
 ``arms="both"`` (default) the rollout and KL are done at ``+c`` and ``-c`` and the larger p95 counts,
 so neither arm of a bidirectional eval costs more than the target.
 
-The search runs in log space: bracket the target by doubling or halving ``c`` from ``start`` (when the
-first KL is far off, from where ``KL ~ c^2`` places the target instead), then
+The search runs in log space: from ``start`` it jumps to where ``KL ~ c^2`` places the target (KL grows at
+least that fast, so the two points usually bracket it), else brackets by doubling or halving ``c``, then
 regula falsi with the Illinois modification on ``log KL`` vs ``log c`` (KL grows about as ``c^2``, so
 that line is nearly straight), falling back to bisection whenever the interpolant leaves the bracket.
 It stops when the KL is within ``tol`` nats of the target, after ``max_evals`` evaluations, or when

@@ -1,7 +1,7 @@
 """The iso-KL search: find |c| with KL(c) = target, pure in the function that measures KL at c.
 
-Bracket by walking in log |c| (with a c^2 power-law first guess when far off), then Illinois regula falsi with
-a bisection fallback; stop at a KL jump once the bracket is narrower than ``min_bracket``.
+Jump to the c^2 power-law guess from the first point (which usually brackets the target at once), else
+bracket by walking in log |c|, then Illinois regula falsi with a bisection fallback; stop at a KL jump once the bracket is narrower than ``min_bracket``.
 """
 
 from __future__ import annotations
@@ -51,16 +51,20 @@ def find_coefficient(
     fx, point = evaluate(x)
     if done(point):
         return point, trace, True, ""
-    if config.power_law_guess and abs(fx) > 2 * step and point.kl > _FLOOR:
-        # Far from the target: restart the doubling from where KL ~ c^2 puts it (clamped to 1e4 either way).
+    lo = hi = None
+    if config.power_law_guess and point.kl > _FLOOR:
+        # Jump to where KL ~ c^2 puts the target (clamped to 1e4 either way). KL grows at least as fast as
+        # c^2 on the curves we see, so the jump usually overshoots and the two points bracket the target.
+        x0, f0 = x, fx
         x = x - min(max(fx / 2.0, -_MAX_JUMP), _MAX_JUMP)
         fx, point = evaluate(x)
         if done(point):
             return point, trace, True, ""
+        if (fx < 0) != (f0 < 0):
+            lo, hi = ((x0, f0), (x, fx)) if f0 < 0 else ((x, fx), (x0, f0))
     # Bracket: walk towards the target until the objective changes sign.
     direction = 1.0 if fx < 0 else -1.0
-    lo = hi = None
-    while len(trace) < config.max_evals:
+    while lo is None and len(trace) < config.max_evals:
         x_next = x + direction * step
         f_next, point = evaluate(x_next)
         if done(point):
