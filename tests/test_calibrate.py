@@ -88,6 +88,15 @@ def test_a_power_law_jump_that_overshoots_brackets_the_target_at_once(slope, sca
     assert len(calls) <= 4 and math.isclose(point.coeff, root, rel_tol=0.03)
 
 
+def test_a_jump_that_falls_short_close_to_the_target_is_not_followed_by_a_doubling():
+    """A flat stretch (KL ~ c^0.86 near c = 1, as a real mean_diff rollout showed): the c^2 jump lands short
+    but close, and the next step is the c^2 jump again, not a doubling that overshoots to ~1.7 nats."""
+    kl_at, calls = counted(lambda c: 0.883 * c**0.86)
+    point, _, converged, note = find_coefficient(kl_at, CalibrationConfig())
+    assert converged, note
+    assert len(calls) == 3 and max(calls) < 1.2
+
+
 def test_search_without_power_law_guess_brackets_by_doubling():
     kl_at, calls = counted(lambda c: 0.01 * c**2)  # root at c = 10
     _, _, converged, _ = find_coefficient(kl_at, CalibrationConfig(power_law_guess=False))

@@ -195,6 +195,28 @@ def test_load_a_gguf_file(tiny_gguf, tok):
     assert tokenizer.chat_template == tok.chat_template and tokenizer.padding_side == "left"
 
 
+def test_a_conversion_parses_the_gguf_file_once(tiny_gguf, tok, monkeypatch):
+    """transformers' tokenizer, config and weight loaders each open the file; the conversion shares one
+    parse (`model_cache.gguf_parsed_once`) and leaves the gguf module as it was."""
+    gguf = pytest.importorskip("gguf")
+    parses = []
+    real_init = gguf.GGUFReader.__init__
+
+    def counting_init(self, *args, **kwargs):
+        parses.append(args[0] if args else kwargs.get("path"))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(gguf.GGUFReader, "__init__", counting_init)
+    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    model, _ = model_cache.load_gguf(tiny_gguf[0], "tiny")
+    assert len(parses) == 1 and _same_logits(model, tiny_gguf[1], tok)
+    assert gguf.GGUFReader is reader_class and gguf.get_tensor_name_map is name_map
+    with model_cache.gguf_parsed_once():
+        first = gguf.GGUFReader(tiny_gguf[0])
+        assert gguf.GGUFReader(tiny_gguf[0]) is first and isinstance(first, reader_class)
+    assert len(parses) == 2
+
+
 @pytest.fixture()
 def fake_builtin(monkeypatch, tmp_path, tiny_gguf):
     """The built-in alias with a private cache, converting a tiny GGUF instead of SmolLM2's; counts conversions."""

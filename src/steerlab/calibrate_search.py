@@ -62,10 +62,13 @@ def find_coefficient(
             return point, trace, True, ""
         if (fx < 0) != (f0 < 0):
             lo, hi = ((x0, f0), (x, fx)) if f0 < 0 else ((x, fx), (x0, f0))
-    # Bracket: walk towards the target until the objective changes sign.
+    # Bracket: walk towards the target until the objective changes sign, doubling (halving) |c| per step;
+    # with the power-law guess a step is the c^2 jump when that is shorter (close to the target after a jump
+    # that fell short, a doubling would overshoot far and cost extra regula falsi steps).
     direction = 1.0 if fx < 0 else -1.0
     while lo is None and len(trace) < config.max_evals:
-        x_next = x + direction * step
+        move = min(step, max(abs(fx) / 2.0, config.min_bracket)) if config.power_law_guess else step
+        x_next = x + direction * move
         f_next, point = evaluate(x_next)
         if done(point):
             return point, trace, True, ""

@@ -10,6 +10,7 @@ later load trusts; leftover temporary directories are removed by the next conver
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -116,8 +117,48 @@ def download_gguf(builtin: BuiltinModel, workdir: Path) -> Path:
     return workdir / member
 
 
+@contextlib.contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """Inside: one parse per GGUF file and one gguf tensor-name map per (arch, blocks), however often
+    transformers asks. Its tokenizer, config and weight loaders each parse the whole file (~4 s apiece for a
+    49k-token vocabulary on a small CPU), and its weight loader rebuilds the name map for every tensor; both
+    are pure reads, so the conversion shares them (half of its ~23 s here)."""
+    try:
+        import gguf as gguf_module
+    except ImportError:  # transformers will say what is missing
+        yield
+        return
+    gguf: Any = gguf_module  # its attributes are swapped below and restored on exit
+    original_reader, original_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    parsed: dict[tuple[str, str], Any] = {}
+
+    class SharedReader(original_reader):  # type: ignore[misc,valid-type]  # a subclass keeps isinstance checks true
+        def __new__(cls, path: Any, mode: Any = "r") -> Any:
+            key = (os.fspath(path), mode)
+            if key not in parsed:
+                reader = super().__new__(cls)
+                original_reader.__init__(reader, path, mode)
+                parsed[key] = reader
+            return parsed[key]
+
+        def __init__(self, path: Any, mode: Any = "r") -> None:  # parsed once in __new__
+            pass
+
+    gguf.GGUFReader = SharedReader
+    gguf.get_tensor_name_map = functools.cache(original_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = original_reader, original_map
+
+
 def load_gguf(gguf: Path, hub_id: str) -> tuple[Any, Any]:
     """(model, tokenizer) dequantised from a GGUF file into a plain float32 model with no quantization config."""
+    with gguf_parsed_once():
+        return _load_gguf(gguf, hub_id)
+
+
+def _load_gguf(gguf: Path, hub_id: str) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"gguf_file": gguf.name}
