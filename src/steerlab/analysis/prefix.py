@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from steerlab.block_hooks import block_hidden, forwards_replaced, with_block_hidden
+
 __all__ = ["DEFAULT_MAX_BYTES", "PrefixRecord", "recording", "reusing"]
 
 log = logging.getLogger("steerlab.analysis.prefix")
@@ -106,18 +108,6 @@ def _is_transient(cache: Any) -> bool:
     return bool(getattr(cache, TRANSIENT, False))
 
 
-def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _with_hidden(
-    args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if args:
-        return (hidden, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": hidden}
-
-
 @contextlib.contextmanager
 def recording(model: nn.Module, record: PrefixRecord | None) -> Iterator[None]:
     """Store, for every forward call of `model` in the block, the input hidden states of `record.layers`."""
@@ -142,7 +132,7 @@ def recording(model: nn.Module, record: PrefixRecord | None) -> Iterator[None]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             if not current or record.overflow:
                 return
-            hidden = _hidden_of(args, kwargs)
+            hidden = block_hidden(args, kwargs)
             record.bytes += hidden.numel() * hidden.element_size()
             if record.bytes > record.max_bytes:
                 log.info("prefix record over %d bytes: no reuse for this eval", record.max_bytes)
@@ -216,13 +206,13 @@ def reusing(model: nn.Module, record: PrefixRecord | None, first_layer: int) -> 
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         if not found:
             return None
-        incoming, recorded = _hidden_of(args, kwargs), found[0].hidden[first_layer]
+        incoming, recorded = block_hidden(args, kwargs), found[0].hidden[first_layer]
         if incoming.shape != recorded.shape:
             raise RuntimeError(
                 f"prefix reuse: layer {first_layer} got hidden states {tuple(incoming.shape)}, the record "
                 f"has {tuple(recorded.shape)}"
             )
-        return _with_hidden(args, kwargs, recorded)
+        return with_block_hidden(args, kwargs, recorded)
 
     def pass_through(index: int, original: Callable[..., Any]) -> Callable[..., Any]:
         def forward(*args: Any, **kwargs: Any) -> Any:
@@ -234,7 +224,7 @@ def reusing(model: nn.Module, record: PrefixRecord | None, first_layer: int) -> 
                     return original(*args, **kwargs)  # no recorded keys and values: fill it for real
                 keys, values = found[0].kv[index]
                 cache.update(keys, values, index)
-            hidden = _hidden_of(args, kwargs)
+            hidden = block_hidden(args, kwargs)
             return (hidden, *([None] * (record.tuple_length - 1))) if record.tuple_length else hidden
 
         return forward
@@ -244,17 +234,9 @@ def reusing(model: nn.Module, record: PrefixRecord | None, first_layer: int) -> 
         model.register_forward_hook(finish, with_kwargs=True),
         layers[first_layer].register_forward_pre_hook(substitute, with_kwargs=True),
     ]
-    overridden: list[tuple[nn.Module, Any]] = []
     try:
-        for index, layer in enumerate(list(layers)[:first_layer]):
-            overridden.append((layer, layer.__dict__.get("forward")))
-            layer.forward = pass_through(index, layer.forward)
-        yield
+        with forwards_replaced(list(layers)[:first_layer], pass_through):
+            yield
     finally:
         for handle in handles:
             handle.remove()
-        for layer, previous in overridden:
-            if previous is None:
-                del layer.forward
-            else:
-                layer.forward = previous

@@ -68,7 +68,7 @@ class LayerHookIntervention(Intervention):
         if coeff == 0:
             yield model
             return
-        with self._hooked(model, lambda layer: self._make_hook(layer, float(coeff))):
+        with self._installed(model, float(coeff)):
             yield model
 
     per_row_coefficients: ClassVar[bool] = True
@@ -81,8 +81,14 @@ class LayerHookIntervention(Intervention):
             if not any(values):
                 yield model
                 return
-            with self._hooked(model, lambda layer: self._make_hook(layer, None)):
+            with self._installed(model, None):
                 yield model
+
+    def _installed(
+        self, model: nn.Module, coeff: float | None
+    ) -> contextlib.AbstractContextManager[nn.Module]:
+        """The hooks that steer at `coeff`, or each row at its own coefficient when `coeff` is None."""
+        return self._hooked(model, lambda layer: self._make_hook(layer, coeff))
 
     @contextlib.contextmanager
     def _hooked(self, model: nn.Module, make_hook: Callable[[int], Any]) -> Iterator[nn.Module]:

@@ -7,7 +7,7 @@ All are exactly the base model at ``c = 0`` (no hook is installed) and save as t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -19,10 +19,10 @@ from steerlab.interventions.activation import (
     join_output,
     split_output,
 )
-from steerlab.interventions.base import InterventionError, check_coefficient, check_finite, register_kind
+from steerlab.interventions.base import InterventionError, check_finite, register_kind
 from steerlab.models import hidden_size
 from steerlab.positions import position_mask
-from steerlab.row_coefficients import edit_rows, required_coefficients, row_coefficients
+from steerlab.row_coefficients import edit_rows, required_coefficients
 
 
 def _layer_tensors(tensors: dict[str, torch.Tensor], prefix: str) -> dict[int, torch.Tensor]:
@@ -247,25 +247,8 @@ class ModuleAddition(LayerHookIntervention):
                 )
 
     @contextlib.contextmanager
-    def apply(self, model: nn.Module, coeff: float) -> Iterator[nn.Module]:
-        if coeff == 0:
-            yield model
-            return
-        with self._module_hooked(model, float(coeff)):
-            yield model
-
-    @contextlib.contextmanager
-    def apply_rows(self, model: nn.Module, coeffs: Sequence[float]) -> Iterator[nn.Module]:
-        values = [check_coefficient(c, self.kind) for c in coeffs]
-        with row_coefficients(values):
-            if not any(values):
-                yield model
-                return
-            with self._module_hooked(model, None):
-                yield model
-
-    @contextlib.contextmanager
-    def _module_hooked(self, model: nn.Module, coeff: float | None) -> Iterator[nn.Module]:
+    def _installed(self, model: nn.Module, coeff: float | None) -> Iterator[nn.Module]:
+        """Forward hooks on the target modules (not whole blocks)."""
         self.check_compatible(model)
         parameter = next(model.parameters())
         self._prepared = {name: v.to(parameter.device, parameter.dtype) for name, v in self.vectors.items()}

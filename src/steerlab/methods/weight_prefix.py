@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from steerlab.block_hooks import block_hidden, forwards_replaced, with_block_hidden
 from steerlab.models import decoder_layer_prefix, decoder_layers
 
 __all__ = ["FrozenPrefix", "compute_prefix", "first_adapted_layer"]
@@ -50,18 +51,6 @@ def first_adapted_layer(model: nn.Module, targets: Sequence[str]) -> int | None:
             return None
         indices.append(int(match.group(1)))
     return min(indices) if indices else None
-
-
-def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _with_hidden(
-    args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if args:
-        return (hidden, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": hidden}
 
 
 def model_inputs(rows: Sequence[Ids], pad: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -111,19 +100,19 @@ class FrozenPrefix:
         ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
             if not active:
                 return None
-            incoming, stored = _hidden_of(args, kwargs), active[0]
+            incoming, stored = block_hidden(args, kwargs), active[0]
             if incoming.shape != stored.shape:
                 raise RuntimeError(
                     f"frozen prefix: block {self.layer} got hidden states {tuple(incoming.shape)}, the stored "
                     f"ones are {tuple(stored.shape)}"
                 )
-            return _with_hidden(args, kwargs, stored.to(incoming.dtype))
+            return with_block_hidden(args, kwargs, stored.to(incoming.dtype))
 
         def pass_through(original: Callable[..., Any]) -> Callable[..., Any]:
             def forward(*args: Any, **kwargs: Any) -> Any:
                 if not active:
                     return original(*args, **kwargs)
-                hidden = _hidden_of(args, kwargs)
+                hidden = block_hidden(args, kwargs)
                 return (hidden, *([None] * (self.tuple_length - 1))) if self.tuple_length else hidden
 
             return forward
@@ -133,20 +122,12 @@ class FrozenPrefix:
             model.register_forward_hook(finish, with_kwargs=True),
             layers[self.layer].register_forward_pre_hook(substitute, with_kwargs=True),
         ]
-        overridden: list[tuple[nn.Module, Any]] = []
         try:
-            for layer in list(layers)[: self.layer]:
-                overridden.append((layer, layer.__dict__.get("forward")))
-                layer.forward = pass_through(layer.forward)
-            yield
+            with forwards_replaced(list(layers)[: self.layer], lambda _, forward: pass_through(forward)):
+                yield
         finally:
             for handle in handles:
                 handle.remove()
-            for layer, previous in overridden:
-                if previous is None:
-                    del layer.forward
-                else:
-                    layer.forward = previous
             self._pending.clear()
 
     def check(self, model: nn.Module, rows: Sequence[Ids], pad: int, device: torch.device) -> bool:
@@ -193,7 +174,7 @@ def compute_prefix(
     shape: list[int] = []
 
     def capture(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        captured[:] = [_hidden_of(args, kwargs).detach()]
+        captured[:] = [block_hidden(args, kwargs).detach()]
         raise _Stop
 
     def returned(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
