@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from steerlab.models import model_device
-from steerlab.row_coefficients import batch_rows
-from steerlab.scoring import DEFAULT_MAX_BATCH, default_batch_tokens, encode, length_buckets
-from steerlab.token_kl import continuation_logprobs
+from steerlab.scoring import DEFAULT_MAX_BATCH, encode
+from steerlab.token_kl import bucketed_logprobs
 
 __all__ = ["ContinuationScores", "continuation_ids", "score_continuations"]
 
@@ -76,22 +73,11 @@ def score_continuations(
     for number, ids in enumerate(targets, start=1):
         if not ids:
             raise ValueError(f"continuation {number} is empty (no tokens to score)")
-    device = model_device(model)
-    budget = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(device)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out: list[np.ndarray] = [np.zeros(0) for _ in prompt_ids]
-    lengths = [len(p) + len(c) for p, c in zip(prompt_ids, targets, strict=True)]
     with torch.inference_mode():
-        for batch in length_buckets(lengths, max_batch, budget):
-            with batch_rows(batch):  # per-row coefficients (apply_rows) follow the rows into the batch
-                rows = continuation_logprobs(
-                    model,
-                    [prompt_ids[i] for i in batch],
-                    [targets[i] for i in batch],
-                    pad,
-                    device,
-                    contextlib.nullcontext,
-                )
+        for batch, rows in bucketed_logprobs(
+            model, tokenizer, prompt_ids, targets, max_batch=max_batch, max_batch_tokens=max_batch_tokens
+        ):
             for logp, index in zip(rows, batch, strict=True):
                 target = torch.tensor(targets[index], device=logp.device)
                 out[index] = (

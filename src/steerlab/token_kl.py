@@ -4,7 +4,7 @@ re-exported by `steerlab.scoring`."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from steerlab.prefix_kv import PrefixCache, common_prefix_length, with_head
 from steerlab.row_coefficients import batch_rows
 from steerlab.scoring import default_batch_tokens, encode, forward_logits, length_buckets, pad_left
 
-__all__ = ["continuation_logprobs", "token_kl"]
+__all__ = ["bucketed_logprobs", "continuation_logprobs", "token_kl"]
 
 
 def token_kl(
@@ -122,3 +122,32 @@ def continuation_logprobs(
         rows = logits[row, keep - n - 1 : keep - 1, :].float() if n else logits[row, :0, :].float()
         out.append(F.log_softmax(rows, dim=-1))
     return out
+
+
+def bucketed_logprobs(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    *,
+    max_batch: int,
+    max_batch_tokens: int | None = None,
+) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    """(row indices, their log-softmax rows) per length bucket of (prompt, continuation) rows, under whatever
+    steer is active (each batch declares its rows, so per-row coefficients follow them); the caller holds
+    ``torch.inference_mode``."""
+    device = model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    budget = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(device)
+    lengths = [len(p) + len(c) for p, c in zip(prompt_ids, continuations, strict=True)]
+    for batch in length_buckets(lengths, max_batch, budget):
+        with batch_rows(batch):
+            rows = continuation_logprobs(
+                model,
+                [prompt_ids[i] for i in batch],
+                [continuations[i] for i in batch],
+                pad,
+                device,
+                contextlib.nullcontext,
+            )
+        yield batch, rows

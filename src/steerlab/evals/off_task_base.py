@@ -11,7 +11,6 @@ parameter checksum, and no forward hook on any module (an intervention applied a
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import weakref
@@ -23,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from steerlab.models import model_device
-from steerlab.scoring import default_batch_tokens, encode, length_buckets
-from steerlab.token_kl import continuation_logprobs
+from steerlab.scoring import encode
+from steerlab.token_kl import bucketed_logprobs
 
 __all__ = [
     "UnsteeredReference",
@@ -56,21 +54,11 @@ def base_continuation_logprobs(
 ) -> list[torch.Tensor]:
     """Unsteered log-softmax rows over each teacher-forced continuation (the base side of `token_kl`)."""
     encoded = encode(tokenizer, prompts)
-    device = model_device(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    budget = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(device)
     out: list[torch.Tensor] = [torch.zeros(0) for _ in encoded]
-    lengths = [len(p) + len(c) for p, c in zip(encoded, continuations, strict=True)]
     with torch.inference_mode():
-        for batch in length_buckets(lengths, max_batch, budget):
-            rows = continuation_logprobs(
-                model,
-                [encoded[i] for i in batch],
-                [continuations[i] for i in batch],
-                pad,
-                device,
-                contextlib.nullcontext,
-            )
+        for batch, rows in bucketed_logprobs(
+            model, tokenizer, encoded, continuations, max_batch=max_batch, max_batch_tokens=max_batch_tokens
+        ):
             for row, index in enumerate(batch):
                 out[index] = rows[row][: len(continuations[index])].clone()
     return out
