@@ -14,6 +14,15 @@ from steerlab.testing import tiny_model, tiny_tokenizer
 torch.set_num_threads(1)
 
 
+@pytest.fixture()
+def one_thread():
+    """Torch at one thread for the test (modules opt in with ``pytestmark``), whatever an earlier test set."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tok():
     return tiny_tokenizer()

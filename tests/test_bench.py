@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from steerlab.bench import ConfigError, UnitStore, load_preset, parse_config, run_bench
 from steerlab.bench.config import dump_toml, validate_names
@@ -26,13 +25,7 @@ from steerlab.testing import TINY_BENCH_TOML
 TINY = TINY_BENCH_TOML
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine two threads thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(extra: str = "", base: str = TINY):

@@ -30,13 +30,7 @@ from steerlab.scoring import encode
 FAST = {"n_prompts": 2, "n_tokens": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine two threads thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def counted(kl_fn):

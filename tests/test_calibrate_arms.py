@@ -17,12 +17,7 @@ OPENING = "Tell me, in plain words and without any fuss: "
 """A common opening long enough that token KL runs the prompts' shared head once (steerlab.prefix_kv)."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _vector(seed: int, scale: float = 1.0) -> torch.Tensor:
