@@ -191,35 +191,6 @@ def has_dose(intervention: Any) -> bool:
 # ---------------------------------------------------------------------------------------------- one KL evaluation
 
 
-def _arm_kls(
-    model: Any, tok: Any, intervention: Any, coeff: float, users: Sequence[str], config: CalibrationConfig
-) -> np.ndarray:
-    """Per-token KLs (all prompts and positions pooled) of one signed coefficient."""
-    from steerlab.chat import format_chat
-    from steerlab.scoring import generate_ids, token_kl
-
-    base = [format_chat(tok, user) for user in users]
-    steered = []
-    for user in users:
-        system, rewritten = intervention.rewrite(coeff, None, user)
-        steered.append(format_chat(tok, rewritten, system))
-    with intervention.apply(model, coeff):
-        rollouts = generate_ids(
-            model, tok, steered, max_new_tokens=config.n_tokens, max_batch=config.max_batch, stop_at_eos=False
-        )
-    kls = token_kl(
-        model,
-        tok,
-        steered,
-        rollouts,
-        lambda: intervention.apply(model, coeff),
-        max_batch=config.max_batch,
-        base_prompts=base,
-    )
-    pooled = np.concatenate([k for k in kls if k.size]) if any(k.size for k in kls) else np.zeros(1)
-    return pooled
-
-
 def measure_kl(
     model: Any,
     tok: Any,
@@ -234,7 +205,8 @@ def measure_kl(
 
     With `batch_arms`, an intervention that steers rows apart runs both arms as one batch
     (:mod:`steerlab.calibrate_arms`; same KLs to float round-off); ``False`` forces two sequential arms."""
-    from steerlab.calibrate_arms import paired_arm_kls, steers_rows
+    from steerlab.calibrate_arms import arm_kls, paired_arm_kls
+    from steerlab.row_coefficients import steers_rows
 
     config = config or CalibrationConfig()
     users = list(prompts) if prompts is not None else calibration_prompts(config.n_prompts)
@@ -243,12 +215,12 @@ def measure_kl(
     if paired:
         pos, neg = paired_arm_kls(model, tok, intervention, c, users, config)
     else:
-        pos = _arm_kls(model, tok, intervention, c, users, config)
+        pos = arm_kls(model, tok, intervention, c, users, config)
     kl_pos = float(np.quantile(pos, config.quantile))
     if config.arms == "positive":
         return KLPoint(coeff=c, kl=kl_pos, kl_pos=kl_pos, mean_kl=float(pos.mean()))
     if not paired:
-        neg = _arm_kls(model, tok, intervention, -c, users, config)
+        neg = arm_kls(model, tok, intervention, -c, users, config)
     kl_neg = float(np.quantile(neg, config.quantile))
     mean = float(np.concatenate([pos, neg]).mean())
     return KLPoint(coeff=c, kl=max(kl_pos, kl_neg), kl_pos=kl_pos, kl_neg=kl_neg, mean_kl=mean)

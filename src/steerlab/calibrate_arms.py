@@ -6,25 +6,69 @@ A KL evaluation with ``arms="both"`` is a greedy rollout plus a steered and a ba
 ``per_row_coefficients`` (activation hooks, see :mod:`steerlab.row_coefficients`) runs its two arms
 together, rows ``0..n-1`` at +c and ``n..2n-1`` at -c, and the KLs equal the sequential arms' to float
 round-off (``tests/test_calibrate_arms.py``). Weight deltas and prompt interventions keep two sequential
-arms (``steerlab.calibrate``).
+arms (:func:`arm_kls`); both paths are one :func:`rollout_kls`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
-from steerlab.row_coefficients import steers_rows
-
-__all__ = ["paired_arm_kls", "steers_rows"]
+__all__ = ["arm_kls", "paired_arm_kls", "pooled", "rollout_kls"]
 
 
-def _pooled(kls: Sequence[np.ndarray]) -> np.ndarray:
+def pooled(kls: Sequence[np.ndarray]) -> np.ndarray:
     """Per-token KLs of several prompts as one array (a single zero when there are none)."""
     sized = [k for k in kls if k.size]
     return np.concatenate(sized) if sized else np.zeros(1)
+
+
+def rollout_kls(
+    model: Any,
+    tok: Any,
+    intervention: Any,
+    users: Sequence[str],
+    signed: Sequence[float],
+    steer: Callable[[], AbstractContextManager[Any]],
+    *,
+    n_tokens: int,
+    max_batch: int,
+) -> list[np.ndarray]:
+    """Per-row token KLs of a greedy rollout: row ``i`` is ``users[i]`` (rewritten for ``signed[i]``, which a
+    prompt intervention needs), rolled out and teacher-forced inside ``steer()`` against the plain prompt."""
+    from steerlab.chat import format_chat
+    from steerlab.scoring import generate_ids, token_kl
+
+    base = [format_chat(tok, user) for user in users]
+    steered = []
+    for row_coeff, user in zip(signed, users, strict=True):
+        system, rewritten = intervention.rewrite(row_coeff, None, user)
+        steered.append(format_chat(tok, rewritten, system))
+    with steer():
+        rollouts = generate_ids(
+            model, tok, steered, max_new_tokens=n_tokens, max_batch=max_batch, stop_at_eos=False
+        )
+    return token_kl(model, tok, steered, rollouts, steer, max_batch=max_batch, base_prompts=base)
+
+
+def arm_kls(
+    model: Any, tok: Any, intervention: Any, coeff: float, users: Sequence[str], config: Any
+) -> np.ndarray:
+    """Per-token KLs (all prompts and positions pooled) of one signed coefficient."""
+    kls = rollout_kls(
+        model,
+        tok,
+        intervention,
+        users,
+        [coeff] * len(users),
+        lambda: intervention.apply(model, coeff),
+        n_tokens=config.n_tokens,
+        max_batch=config.max_batch,
+    )
+    return pooled(kls)
 
 
 def paired_arm_kls(
@@ -35,29 +79,16 @@ def paired_arm_kls(
     `config` is a :class:`steerlab.calibrate.CalibrationConfig`; its ``max_batch`` bounds the rows of each
     arm, so a batch here holds up to twice that (both arms of the same prompts).
     """
-    from steerlab.chat import format_chat
-    from steerlab.scoring import generate_ids, token_kl
-
     c = abs(float(coeff))
     signed = [c] * len(users) + [-c] * len(users)
-    rows = list(users) * 2
-    base = [format_chat(tok, user) for user in rows]
-    steered = []
-    for row_coeff, user in zip(signed, rows, strict=True):
-        system, rewritten = intervention.rewrite(row_coeff, None, user)
-        steered.append(format_chat(tok, rewritten, system))
-    max_batch = 2 * config.max_batch
-    with intervention.apply_rows(model, signed):
-        rollouts = generate_ids(
-            model, tok, steered, max_new_tokens=config.n_tokens, max_batch=max_batch, stop_at_eos=False
-        )
-    kls = token_kl(
+    kls = rollout_kls(
         model,
         tok,
-        steered,
-        rollouts,
+        intervention,
+        list(users) * 2,
+        signed,
         lambda: intervention.apply_rows(model, signed),
-        max_batch=max_batch,
-        base_prompts=base,
+        n_tokens=config.n_tokens,
+        max_batch=2 * config.max_batch,
     )
-    return _pooled(kls[: len(users)]), _pooled(kls[len(users) :])
+    return pooled(kls[: len(users)]), pooled(kls[len(users) :])
