@@ -29,6 +29,7 @@ from torch import nn
 
 from steerlab.block_hooks import block_hidden, forwards_replaced, with_block_hidden
 from steerlab.models import decoder_layer_prefix, decoder_layers
+from steerlab.scoring import pad_left
 
 __all__ = ["FrozenPrefix", "compute_prefix", "first_adapted_layer"]
 
@@ -55,13 +56,7 @@ def first_adapted_layer(model: nn.Module, targets: Sequence[str]) -> int | None:
 
 def model_inputs(rows: Sequence[Ids], pad: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Left-padded input ids, attention mask and position ids (counting real tokens only) of `rows`."""
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for number, row in enumerate(rows):
-        ids[number, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[number, width - len(row) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = pad_left(rows, pad, device)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
 
 
