@@ -7,9 +7,9 @@ import torch
 
 from steerlab.methods import weight_train
 from steerlab.methods.weight_config import family_config
-from steerlab.methods.weight_prefix import compute_prefix, first_adapted_layer, model_inputs
+from steerlab.methods.weight_prefix import compute_prefix, model_inputs
 from steerlab.methods.weight_train import Example, initial_adapter, train_adapter
-from steerlab.models import decoder_layers
+from steerlab.models import decoder_layers, first_block
 from steerlab.testing import tiny_model
 
 CPU = torch.device("cpu")
@@ -123,11 +123,11 @@ def test_a_wrong_prefix_is_caught_and_training_falls_back(model, tok, monkeypatc
 def test_nothing_to_skip_when_block_zero_is_adapted(model, tok, monkeypatch):
     config = _config("lora", layer_range=(0.0, 0.5))
     targets = initial_adapter(model, config, 0).targets
-    assert first_adapted_layer(model, targets) == 0
+    assert first_block(model, targets) == 0
     seen = _spy_prefix(monkeypatch)
     trained = train_adapter(model, tok, _examples(len(tok), 4, seed=5), [], config, seed=0)
     assert seen == [None] and len(trained.history) == 2
-    assert first_adapted_layer(model, ["lm_head"]) is None
+    assert first_block(model, ["lm_head"]) is None
     assert compute_prefix(model, [(1, 2, 3)], None, 2, 0, CPU) is None
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from steerlab.calibrate_search import find_coefficient
 from steerlab.paths import package_data
+from steerlab.prefix_reuse import ReuseStore, reuse_scope
 
 __all__ = [
     "ARMS",
@@ -244,9 +245,11 @@ def kl_measurer(
     if not users:
         raise CalibrationError("calibration needs at least one off-task prompt")
     intervention.check_compatible(model)
+    store = ReuseStore()  # the prompts' passes below the intervention's first block, shared by every c
 
     def kl_at(c: float) -> KLPoint:
-        point = measure_kl(model, tok, intervention, c, config, users)
+        with reuse_scope(store):
+            point = measure_kl(model, tok, intervention, c, config, users)
         if progress is not None:
             progress(point)
         return point
@@ -322,7 +325,8 @@ def measure_fixed(
     magnitudes = sorted({abs(float(c)) for c in coefficients if c != 0})
     if not has_dose(intervention):
         magnitudes = [1.0] if magnitudes else []
-    trace = [measure_kl(model, tok, intervention, c, config, users) for c in magnitudes]
+    with reuse_scope():
+        trace = [measure_kl(model, tok, intervention, c, config, users) for c in magnitudes]
     top = trace[-1] if trace else KLPoint(coeff=0.0, kl=0.0, kl_pos=0.0)
     result = Calibration(
         policy="fixed",

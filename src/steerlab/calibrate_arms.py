@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from steerlab.prefix_reuse import steered, steered_rows
+
 __all__ = ["arm_kls", "paired_arm_kls", "pooled", "rollout_kls"]
 
 
@@ -64,7 +66,7 @@ def arm_kls(
         intervention,
         users,
         [coeff] * len(users),
-        lambda: intervention.apply(model, coeff),
+        lambda: steered(model, intervention, coeff),
         n_tokens=config.n_tokens,
         max_batch=config.max_batch,
     )
@@ -87,7 +89,7 @@ def paired_arm_kls(
         intervention,
         list(users) * 2,
         signed,
-        lambda: intervention.apply_rows(model, signed),
+        lambda: steered_rows(model, intervention, signed),
         n_tokens=config.n_tokens,
         max_batch=2 * config.max_batch,
     )

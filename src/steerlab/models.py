@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ __all__ = [
     "decoder_layer_prefix",
     "decoder_layers",
     "describe_spec",
+    "first_block",
     "ensure_builtin",
     "hidden_size",
     "linear_modules",
@@ -329,6 +330,19 @@ def decoder_layer_prefix(model: nn.Module) -> str:
         if module is layers:
             return name
     raise ValueError("decoder layers are not a submodule of the model")
+
+
+def first_block(model: nn.Module, names: Sequence[str]) -> int | None:
+    """Index of the lowest decoder block holding one of `names` (parameter or module names, e.g.
+    'model.layers.9.mlp.down_proj'), or None when there are none or one lies outside the blocks."""
+    pattern = re.compile(re.escape(decoder_layer_prefix(model)) + r"\.(\d+)(?:\.|$)")
+    indices = []
+    for name in names:
+        match = pattern.match(name)
+        if match is None:
+            return None
+        indices.append(int(match.group(1)))
+    return min(indices) if indices else None
 
 
 # Role -> candidate submodule paths inside one decoder block. Fused projections get their own role.

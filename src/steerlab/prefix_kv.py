@@ -25,13 +25,17 @@ from torch import nn
 
 from steerlab.row_coefficients import HeadGroups, batch_rows, head_groups
 
-__all__ = ["MIN_PREFIX", "PrefixCache", "common_prefix_length", "with_head"]
+__all__ = ["HEAD", "MIN_PREFIX", "PrefixCache", "common_prefix_length", "with_head"]
 
 MIN_PREFIX = 8
 """Shorter shared heads are not worth a separate forward pass."""
 
 TRANSIENT = "_steerlab_transient"
-"""Attribute set on a suffix pass's cache: nothing reads it after the pass (see analysis.prefix)."""
+"""Attribute set on a suffix pass's cache: nothing reads it after the pass (see steerlab.prefix_reuse)."""
+
+HEAD = "_steerlab_head"
+"""Attribute set on a suffix pass's cache: the token ids of the head it holds, so a record of the pass
+(steerlab.prefix_reuse) is told apart from the same suffixes on another head."""
 
 
 def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
@@ -94,6 +98,7 @@ class PrefixCache:
         else:
             cache.batch_select_indices(torch.tensor(groups.assignment, dtype=torch.long, device=self.device))
         setattr(cache, TRANSIENT, True)
+        setattr(cache, HEAD, key[0])
         return cache
 
     def _run_head(self, head: tuple[int, ...]) -> Any | None:

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from steerlab.analysis import memo, prefix
+from steerlab import prefix_reuse as prefix
+from steerlab.analysis import memo
 from steerlab.analysis.inputs import Adapter
 from steerlab.analysis.retention import bidirectional_si, retention_rows
 from steerlab.analysis.variants import (

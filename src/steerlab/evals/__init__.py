@@ -42,6 +42,7 @@ from steerlab.evals.registry import (
 )
 from steerlab.evals.summary import standard_summary
 from steerlab.metrics import pivot_by_coeff
+from steerlab.prefix_reuse import reuse_scope
 from steerlab.provenance import eval_data
 
 __all__ = [
@@ -144,7 +145,8 @@ def evaluate(
     if intervention is not None:
         intervention.check_compatible(model)
     ctx = RunContext(model, tok, intervention, values, axis, spec.name, progress, max_batch, max_batch_tokens)
-    table = spec.run(ctx, cfg)
+    with reuse_scope():
+        table = spec.run(ctx, cfg)
     got = sorted(float(c) for c in table["coeff"].unique())
     if got != sorted(values):
         raise RuntimeError(f"eval {spec.name!r} returned coefficients {got}, expected {sorted(values)}")

@@ -269,10 +269,11 @@ def chat_strings(
 
 
 def applied_at(model: Any, intervention: Any, coeff: float) -> Any:
-    """The intervention's context manager at ``coeff`` (a null context when there is no intervention)."""
-    import contextlib
+    """The intervention's context manager at ``coeff`` (a null context when there is no intervention),
+    reusing the base model's states below its first block across coefficients (`steerlab.prefix_reuse`)."""
+    from steerlab.prefix_reuse import steered
 
-    return contextlib.nullcontext(model) if intervention is None else intervention.apply(model, coeff)
+    return steered(model, intervention, coeff)
 
 
 class ProgressCounter:

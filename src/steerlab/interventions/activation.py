@@ -55,6 +55,10 @@ class LayerHookIntervention(Intervention):
     def edit(self, layer: int, hidden: torch.Tensor, coeff: float) -> torch.Tensor:
         raise NotImplementedError
 
+    def first_changed_layer(self, model: nn.Module) -> int | None:
+        """The first hooked block (its output is edited; the blocks below it run as in the base model)."""
+        return min(self.layers(), default=None)
+
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
         """Move tensors to the model's device/dtype once per `apply` (not per forward)."""
 

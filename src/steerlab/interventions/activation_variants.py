@@ -20,7 +20,7 @@ from steerlab.interventions.activation import (
     split_output,
 )
 from steerlab.interventions.base import InterventionError, check_finite, register_kind
-from steerlab.models import hidden_size
+from steerlab.models import first_block, hidden_size
 from steerlab.positions import position_mask
 from steerlab.row_coefficients import edit_rows, required_coefficients
 
@@ -229,6 +229,10 @@ class ModuleAddition(LayerHookIntervention):
         ('model.layers.7.mlp.down_proj' -> 7, 'transformer.h.3.attn.c_proj' -> 3)."""
         indices = {int(part) for name in self.vectors for part in name.split(".")[:4] if part.isdigit()}
         return sorted(indices)
+
+    def first_changed_layer(self, model: nn.Module) -> int | None:
+        """The lowest block holding a target module (None when one lies outside the blocks)."""
+        return first_block(model, list(self.vectors))
 
     def _modules(self, model: nn.Module) -> dict[str, nn.Module]:
         found = dict(model.named_modules())

@@ -98,6 +98,12 @@ class Intervention(ABC):
         """Rewrite a prompt's (system, user) for this coefficient; only prompt interventions change them."""
         return system, user
 
+    def first_changed_layer(self, model: nn.Module) -> int | None:
+        """The lowest decoder block whose output this intervention changes, at any coefficient, or None when
+        it changes the input or anything outside the blocks. The blocks below it see the base model's
+        hidden states, which evals reuse across coefficients (:mod:`steerlab.prefix_reuse`)."""
+        return None
+
     def check_compatible(self, model: nn.Module) -> None:  # noqa: B027 (optional hook: no check by default)
         """Raise InterventionError if this intervention cannot act on `model` (shapes, layers)."""
 

@@ -19,6 +19,7 @@ from steerlab.interventions.base import (
     check_finite,
     register_kind,
 )
+from steerlab.models import first_block
 from steerlab.placement import refuse_quantized
 
 ADAPTERS_FILE = "adapters.safetensors"
@@ -125,6 +126,10 @@ class WeightDelta(Intervention):
 
     def check_compatible(self, model: nn.Module) -> None:
         self._resolve(model)
+
+    def first_changed_layer(self, model: nn.Module) -> int | None:
+        """The lowest block holding a changed parameter (None when one lies outside the blocks)."""
+        return first_block(model, list(self.deltas))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         flat: dict[str, torch.Tensor] = {}

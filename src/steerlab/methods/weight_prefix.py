@@ -8,7 +8,7 @@ states; `FrozenPrefix.reusing` then runs training forwards with those blocks pas
 adapted block fed the stored states, rebuilt with the batch's left padding (zeros at padded positions:
 the attention mask hides them from every real position, as in the full forward).
 
-The same idea as `steerlab.analysis.prefix` (hidden-state reuse below a variant's first modified layer),
+The same idea as `steerlab.prefix_reuse` (hidden-state reuse below a variant's first modified layer),
 keyed per example rather than per recorded forward call, because training batches are reshuffled every
 epoch. Losses match the full forward to float round-off (the stored states were computed in another
 batch); `FrozenPrefix.check` compares both on a few rows and `compute_prefix` returns None (the caller
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +27,10 @@ import torch
 from torch import nn
 
 from steerlab.block_hooks import block_hidden, forwards_replaced, with_block_hidden
-from steerlab.models import decoder_layer_prefix, decoder_layers
+from steerlab.models import decoder_layers
 from steerlab.scoring import pad_left
 
-__all__ = ["FrozenPrefix", "compute_prefix", "first_adapted_layer"]
+__all__ = ["FrozenPrefix", "compute_prefix"]
 
 log = logging.getLogger("steerlab.methods.weight_prefix")
 
@@ -40,18 +39,6 @@ Ids = tuple[int, ...]
 
 class _Stop(Exception):
     """Raised by the hook at the first adapted block: the rest of the prefix forward is not needed."""
-
-
-def first_adapted_layer(model: nn.Module, targets: Sequence[str]) -> int | None:
-    """Index of the lowest decoder block holding a target module, or None when a name is not in a block."""
-    pattern = re.compile(re.escape(decoder_layer_prefix(model)) + r"\.(\d+)\.")
-    indices = []
-    for name in targets:
-        match = pattern.match(name)
-        if match is None:
-            return None
-        indices.append(int(match.group(1)))
-    return min(indices) if indices else None
 
 
 def model_inputs(rows: Sequence[Ids], pad: int, device: torch.device) -> dict[str, torch.Tensor]:

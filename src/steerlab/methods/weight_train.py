@@ -22,8 +22,8 @@ from torch import nn
 from steerlab.chat import format_chat
 from steerlab.methods.weight_config import WeightSteeringConfig
 from steerlab.methods.weight_data import ContrastPair
-from steerlab.methods.weight_prefix import FrozenPrefix, compute_prefix, first_adapted_layer
-from steerlab.models import decoder_layer_prefix, linear_modules, num_layers
+from steerlab.methods.weight_prefix import FrozenPrefix, compute_prefix
+from steerlab.models import decoder_layer_prefix, first_block, linear_modules, num_layers
 from steerlab.peft_compat import peft_call
 from steerlab.progress import report
 from steerlab.scoring import encode
@@ -219,7 +219,7 @@ def _frozen_prefix(
     """The stored input of the first adapted block for `examples`, or None (full forwards) when the
     model cannot be split there or the split does not reproduce the full forward on two rows."""
     sequences = [e.ids for e in examples]
-    layer = first_adapted_layer(peft_model.base_model.model, targets)
+    layer = first_block(peft_model.base_model.model, targets)
     prefix = compute_prefix(peft_model, sequences, layer, batch_size, pad, device)
     shortest = sorted(set(sequences), key=len)[:2]  # the check costs two short forwards
     if prefix is None or not prefix.check(peft_model, shortest, pad, device):

@@ -1,4 +1,4 @@
-"""steerlab.analysis.prefix: a variant scored from the base's recorded hidden states equals the variant
+"""steerlab.prefix_reuse (ablate): a variant scored from the base's recorded hidden states equals the variant
 scored with the full forward, exactly, whatever its first modified layer; other batches fall back."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from steerlab.analysis import prefix
+from steerlab import prefix_reuse as prefix
 from steerlab.analysis.inputs import Adapter
 from steerlab.analysis.run import AblationConfig, _evaluate, run_ablations
 from steerlab.interventions import LowRankDelta, WeightDelta
