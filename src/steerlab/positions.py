@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from steerlab.scoped import scoped
+
 
 @dataclass
 class PositionState:
@@ -51,11 +53,8 @@ def positions(
 ) -> Iterator[PositionState]:
     """Declare the positions of the forward passes run inside the block; yields the state."""
     state = PositionState(generated_mask=generated_mask, generating=generating)
-    token = _STATE.set(state)
-    try:
+    with scoped(_STATE, state):
         yield state
-    finally:
-        _STATE.reset(token)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from steerlab.block_hooks import block_hidden, forwards_replaced, with_block_hidden
+from steerlab.scoped import scoped
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -254,22 +255,13 @@ _OUTER: contextvars.ContextVar[bool] = contextvars.ContextVar("steerlab_prefix_o
 
 
 @contextlib.contextmanager
-def _outer() -> Iterator[None]:
-    token = _OUTER.set(True)
-    try:
-        yield
-    finally:
-        _OUTER.reset(token)
-
-
-@contextlib.contextmanager
 def recording(model: nn.Module, record: PrefixRecord | None) -> Iterator[None]:
     """Store, for every eligible forward call of `model` in the block, the input hidden states of
     `record.layers`."""
     if record is None or not record.layers:
         yield
         return
-    with _hooked(model, record, None, learn=True), _outer():
+    with _hooked(model, record, None, learn=True), scoped(_OUTER, True):
         yield
 
 
@@ -280,7 +272,7 @@ def reusing(model: nn.Module, record: PrefixRecord | None, first_layer: int) -> 
     if record is None or not record.usable or first_layer <= 0 or first_layer not in record.layers:
         yield
         return
-    with _hooked(model, record, first_layer, learn=False), _outer():
+    with _hooked(model, record, first_layer, learn=False), scoped(_OUTER, True):
         yield
 
 
@@ -320,11 +312,8 @@ def reuse_scope(store: ReuseStore | None = None) -> Iterator[None]:
     if _SCOPE.get() is not None:
         yield
         return
-    token = _SCOPE.set(store if store is not None else ReuseStore())
-    try:
+    with scoped(_SCOPE, store if store is not None else ReuseStore()):
         yield
-    finally:
-        _SCOPE.reset(token)
 
 
 def _reuse(model: nn.Module, intervention: Any) -> contextlib.AbstractContextManager[None]:

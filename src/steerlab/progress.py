@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from steerlab.scoped import scoped
 
 __all__ = ["ProgressCallback", "ProgressEvent", "current_callback", "progress_to", "report"]
 
@@ -54,14 +56,11 @@ def current_callback() -> ProgressCallback | None:
     return _callback.get()
 
 
-@contextlib.contextmanager
-def progress_to(callback: ProgressCallback | None) -> Iterator[None]:
+def progress_to(
+    callback: ProgressCallback | None,
+) -> contextlib.AbstractContextManager[ProgressCallback | None]:
     """Send the progress events of the code run inside to ``callback`` (None: to the debug log only)."""
-    token = _callback.set(callback)
-    try:
-        yield
-    finally:
-        _callback.reset(token)
+    return scoped(_callback, callback)
 
 
 def report(task: str, done: int = 0, total: int | None = None, unit: str = "", message: str = "") -> None:

@@ -18,11 +18,13 @@ coefficient instead (:func:`head_groups`). Outside ``apply_rows`` nothing here h
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
+
+from steerlab.scoped import scoped
 
 __all__ = [
     "HeadGroups",
@@ -50,24 +52,14 @@ def steers_rows(intervention: object) -> bool:
     return bool(getattr(intervention, "per_row_coefficients", False))
 
 
-@contextlib.contextmanager
-def batch_rows(rows: Sequence[int]) -> Iterator[None]:
+def batch_rows(rows: Sequence[int]) -> contextlib.AbstractContextManager[tuple[int, ...] | None]:
     """Declare that the forward passes inside the block run the input rows `rows` (in batch order)."""
-    token = _ROWS.set(tuple(int(row) for row in rows))
-    try:
-        yield
-    finally:
-        _ROWS.reset(token)
+    return scoped(_ROWS, tuple(int(row) for row in rows))
 
 
-@contextlib.contextmanager
-def row_coefficients(coeffs: Sequence[float]) -> Iterator[None]:
+def row_coefficients(coeffs: Sequence[float]) -> contextlib.AbstractContextManager[tuple[float, ...] | None]:
     """Declare one steering coefficient per input row (set by an intervention's ``apply_rows``)."""
-    token = _COEFFS.set(tuple(float(c) for c in coeffs))
-    try:
-        yield
-    finally:
-        _COEFFS.reset(token)
+    return scoped(_COEFFS, tuple(float(c) for c in coeffs))
 
 
 def batch_coefficients(batch: int) -> tuple[float, ...] | None:
