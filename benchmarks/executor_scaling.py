@@ -5,9 +5,10 @@ Runs the same config twice into fresh output directories, once with ``workers = 
 per-unit overhead: the driver's time for a unit (dispatch to published) minus the worker's compute time
 for it (both in OUT/bench.log), over units after each worker's first (which includes its model load).
 Targets (issue 16): overhead under 5% of unit time; speed-up >= 1.6x with 2 workers on 2 cores. On a GPU
-machine pass --gpus to give each worker one GPU.
+machine pass --gpus N to give each worker N GPUs (--gpus 1: one GPU per worker; --gpus 0.5: two workers
+share each GPU, which is how one small model fills one large GPU).
 
-    .venv/bin/python benchmarks/executor_scaling.py [--preset quick | --config my.toml] [--cpus 2] [--gpus]
+    .venv/bin/python benchmarks/executor_scaling.py [--preset quick | --config my.toml] [--cpus 2] [--gpus N]
     .venv/bin/python benchmarks/executor_scaling.py --smoke     # tiny random model, seconds
 """
 
@@ -46,13 +47,15 @@ def _load(values: tuple[float, float, float]) -> str:
     return " / ".join(f"{v:.2f}" for v in values) + " (1 / 5 / 15 min)"
 
 
-def run(config: Any, out: Path, workers: int, gpus: bool, model: Any, tok: Any) -> tuple[float, str]:
+def run(config: Any, out: Path, workers: int, gpus: float, model: Any, tok: Any) -> tuple[float, str]:
     from steerlab.bench import run_bench
 
     config.executor = "ray"
     options: dict[str, Any] = {"workers": workers, "threads": 1}
     if gpus:
-        options["resources"] = {kind: {"num_gpus": 1} for kind in ("extract", "select", "calibrate", "eval")}
+        options["resources"] = {
+            kind: {"num_gpus": gpus} for kind in ("extract", "select", "calibrate", "eval")
+        }
     config.executor_options = options
     started = time.perf_counter()
     result = run_bench(config, out, model=model, tokenizer=tok, render=False)
@@ -66,7 +69,9 @@ def main() -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--config", default=None)
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--gpus", action="store_true", help="one GPU per worker")
+    parser.add_argument(
+        "--gpus", type=float, nargs="?", const=1.0, default=0.0, help="GPUs per worker (0.5: two share one)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny random model and a tiny config")
     parser.add_argument("--out", default=None, help="keep the two output directories here")
     args = parser.parse_args()

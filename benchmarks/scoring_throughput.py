@@ -14,7 +14,7 @@ Targets: (b)/(a) >= 1.25 rows/s; (c)/(b) >= 0.95; (d)/(b) >= 0.98; FLOP/s of (b)
 2 x non-embedding parameters x useful (non-pad) tokens, >= 60% of a 2048^3 float32 matmul measured in the
 same rounds; applying + restoring the WeightDelta on every linear layer < 1 s.
 
-    .venv/bin/python benchmarks/scoring_throughput.py [--prompts 256] [--rounds 3] [--threads N]
+    .venv/bin/python benchmarks/scoring_throughput.py [--prompts 256] [--rounds 3] [--threads N] [--device cuda]
         [--budgets 512,1024,2048]   # also time (b) at these max_batch_tokens (tuning)
 """
 
@@ -77,21 +77,31 @@ def naive_scores(model, tok, prompts: list[str], group_ids: list[list[int]]) -> 
                 return_tensors="pt",
                 padding=True,
                 add_special_tokens=False,
-            )
+            ).to(model.device)
             logits = model(**batch).logits
             logprobs = F.log_softmax(logits[:, -1, :].float(), dim=-1)
             rows.append(torch.stack([torch.logsumexp(logprobs[:, ids], dim=-1) for ids in group_ids], dim=1))
-    return torch.cat(rows)
+    return torch.cat(rows).cpu()  # on a GPU, waits for the work (a fair clock)
 
 
-def matmul_flops(seconds: float = 1.0) -> tuple[float, float]:
-    """FLOP/s of a large float32 matmul per wall-clock and per CPU second, best of repeats over `seconds`."""
-    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
-    a @ b
+def matmul_flops(
+    seconds: float = 1.0, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[float, float]:
+    """FLOP/s of a large matmul (the model's device and dtype) per wall-clock and per CPU second, best of
+    repeats over `seconds`."""
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=dtype)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=dtype)
+
+    def product() -> None:
+        a @ b
+        if a.is_cuda:
+            torch.cuda.synchronize(a.device)
+
+    product()
     wall, cpu = float("inf"), float("inf")
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        elapsed = timed(lambda: a @ b)
+        elapsed = timed(product)
         wall, cpu = min(wall, elapsed[0]), min(cpu, elapsed[1])
     flops = 2 * MATMUL_SIZE**3
     return flops / wall, flops / cpu
@@ -134,6 +144,8 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
+    parser.add_argument("--dtype", default=None, help="default: float32 on CPU, steerlab's default elsewhere")
     parser.add_argument(
         "--budgets", default="", help="comma-separated max_batch_tokens to time for (b) as well"
     )
@@ -156,7 +168,8 @@ def main() -> None:
     loads = []
     for _ in range(2):
         start = time.perf_counter()
-        model, tok = load_model(args.model, device="cpu", dtype="float32")
+        dtype = args.dtype or ("float32" if args.device == "cpu" else None)
+        model, tok = load_model(args.model, device=args.device, dtype=dtype)
         loads.append(time.perf_counter() - start)
     print(
         f"cached load_model({args.model!r}): first in this process {loads[0]:.2f} s (includes importing "
@@ -220,7 +233,7 @@ def main() -> None:
     for round_index in range(args.rounds):
         order = keys[round_index % len(keys) :] + keys[: round_index % len(keys)]
         for key in order:
-            matmul.append(matmul_flops())
+            matmul.append(matmul_flops(device=model.device, dtype=model.dtype))
             intervention, run = runs[key]
             with intervention.apply(model, 1.0) if intervention is not None else contextlib.nullcontext():
                 seconds, cpu_seconds = timed(lambda run=run, key=key: outputs.__setitem__(key, run()))
@@ -231,7 +244,7 @@ def main() -> None:
                 f"(matmul {matmul[-1][0] / 1e9:.0f} GFLOP/s, load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
-        matmul.append(matmul_flops())
+        matmul.append(matmul_flops(device=model.device, dtype=model.dtype))
 
     naive = outputs["a"].double().numpy()
     differences = {key: abs(outputs[key].logprobs - naive).max() for key in ("b", "c", "d")}

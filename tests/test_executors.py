@@ -79,3 +79,21 @@ def test_progress_shows_several_running_units_and_divides_the_eta():
     assert progress.current is plan[0] and progress.done == 0
     progress.finish(plan[0], 1.0)
     assert progress.done == 1 and progress.current is None
+
+
+@pytest.mark.parametrize(
+    ("workers", "request_", "cluster", "expected"),
+    [
+        (None, {"num_cpus": 1.0}, {"CPU": 2.0}, 2),  # as many as fit
+        (1, {"num_cpus": 1.0}, {"CPU": 2.0}, 1),  # a cap below the room
+        (2, {"num_cpus": 1.0, "num_gpus": 1.0}, {"CPU": 16.0, "GPU": 1.0}, 1),  # never more than fit
+        (2, {"num_cpus": 1.0, "num_gpus": 0.5}, {"CPU": 16.0, "GPU": 1.0}, 2),  # two share one GPU
+        (3, {"num_gpus": 1.0}, {"CPU": 4.0}, 1),  # nothing fits: one, which Ray reports as unplaceable
+    ],
+)
+def test_ray_workers_is_a_cap_on_what_the_cluster_fits(workers, request_, cluster, expected):
+    from steerlab.executors.ray import RayOptions, _profile, _Scheduler
+
+    scheduler = object.__new__(_Scheduler)  # the limit needs only the options and the cluster's resources
+    scheduler.options, scheduler.cluster = RayOptions(workers=workers), cluster
+    assert scheduler.limit(_profile(request_)) == expected

@@ -1,5 +1,6 @@
-"""A model sharded over two CUDA devices (accelerate device map): scoring, activation addition, weight-delta
-exact restore and a calibration step agree with the same model on one device. Skipped without two GPUs."""
+"""A model sharded over two devices (accelerate device map): scoring, activation addition, weight-delta exact
+restore and a calibration step agree with the same model on one device. The second half of the layers goes
+to a second GPU where there is one, else to the CPU (GPU + CPU offload). Skipped without a GPU."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ import torch
 from steerlab.calibrate import CalibrationConfig, measure_kl
 from steerlab.interventions import ActivationAddition, WeightDelta
 from steerlab.models import decoder_layers, load_model
+from steerlab.placement import offloaded_weight
 from steerlab.scoring import score_choices
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(
-        not torch.cuda.is_available() or torch.cuda.device_count() < 2,
-        reason="needs two CUDA devices (a model sharded over two GPUs)",
+        not torch.cuda.is_available(), reason="needs a CUDA device (a model sharded over two)"
     ),
 ]
+SECOND: int | str = 1 if torch.cuda.device_count() >= 2 else "cpu"  # a second GPU, else CPU offload
 
 PROMPTS = ["Is the sky blue?", "Is fire cold?", "Is water wet?", "Are cats mammals?"]
 
@@ -38,11 +40,12 @@ def saved(tmp_path_factory):
 def pair(saved):
     single, tok = load_model(saved, device="cuda:0", dtype="float32")
     n = len(decoder_layers(single))
-    device_map = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.norm": 1, "lm_head": 1}
-    device_map |= {f"model.layers.{i}": 0 if i < n // 2 else 1 for i in range(n)}
+    device_map = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.norm": SECOND, "lm_head": SECOND}
+    device_map |= {f"model.layers.{i}": 0 if i < n // 2 else SECOND for i in range(n)}
     sharded, sharded_tok = load_model(saved, dtype="float32", device_map=device_map)
     devices = {p.device for p in sharded.parameters()}
-    assert devices == {torch.device("cuda", 0), torch.device("cuda", 1)}
+    second = torch.device("cuda", 1) if SECOND == 1 else torch.device("meta")  # CPU offload: weights in hooks
+    assert devices == {torch.device("cuda", 0), second}
     return (single, tok), (sharded, sharded_tok)
 
 
@@ -59,7 +62,7 @@ def test_activation_addition_lands_on_each_layers_device(pair):
     (single, tok), (sharded, stok) = pair
     n = len(decoder_layers(single))
     vector = torch.randn(single.config.hidden_size, generator=torch.Generator().manual_seed(0))
-    steer = ActivationAddition({0: vector, n - 1: -vector})  # one layer on each GPU
+    steer = ActivationAddition({0: vector, n - 1: -vector})  # one layer on each device
     with steer.apply(single, 3.0):
         expected = _scores(single, tok)
     with steer.apply(sharded, 3.0):
@@ -68,16 +71,34 @@ def test_activation_addition_lands_on_each_layers_device(pair):
     assert not torch.allclose(got, _scores(sharded, stok))
 
 
-def test_weight_delta_restores_every_tensor_on_both_devices(pair):
-    _, (sharded, stok) = pair
+def _weight(model, name: str) -> torch.Tensor:
+    """A parameter's weight, also where accelerate offloaded it to the CPU (the parameter is then meta)."""
+    parameter = model.get_parameter(name)
+    if parameter.device.type != "meta":
+        return parameter.detach()
+    slot = offloaded_weight(model, name)
+    assert slot is not None, name
+    return slot.read()
+
+
+def test_weight_delta_on_both_devices_matches_one_device_and_restores_exactly(pair):
+    (single, tok), (sharded, stok) = pair
     n = len(decoder_layers(sharded))
     names = ["model.layers.0.mlp.down_proj.weight", f"model.layers.{n - 1}.mlp.down_proj.weight"]
-    before = {k: v.clone() for k, v in sharded.state_dict().items()}
-    delta = WeightDelta({name: torch.randn_like(sharded.get_parameter(name), device="cpu") for name in names})
+    generator = torch.Generator().manual_seed(2)
+    delta = WeightDelta(
+        {name: torch.randn(*_weight(single, name).shape, generator=generator) for name in names}
+    )
+    base = _scores(sharded, stok)
+    kept = {name: _weight(sharded, name).clone() for name in names}
+    with delta.apply(single, 1.5):
+        expected = _scores(single, tok)
     with delta.apply(sharded, 1.5):
-        for name in names:
-            assert not torch.equal(sharded.get_parameter(name), before[name])
-    assert all(torch.equal(before[k], v) for k, v in sharded.state_dict().items())
+        got = _scores(sharded, stok)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, base)
+    assert torch.equal(_scores(sharded, stok), base)
+    assert all(torch.equal(_weight(sharded, name), kept[name]) for name in names)
 
 
 def test_a_calibration_step_matches_one_device(pair):

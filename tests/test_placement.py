@@ -155,3 +155,46 @@ def test_a_device_mapped_model_steers_and_restores_like_a_plain_one(model, tok, 
             changed = score_choices(mapped, mapped_tok, PROMPTS, "yes_no").logprobs
         assert not torch.allclose(torch.tensor(changed), torch.tensor(mapped._steered))
         assert all(torch.equal(before[k], v) for k, v in mapped.state_dict().items())
+
+
+def test_weight_delta_edits_offloaded_weights_and_restores_them_exactly(model, tok, tmp_path):
+    """Offloaded blocks (accelerate keeps their weights off the module, on the meta device): a WeightDelta
+    edits the weight the offload hook loads, scores match the plain model under the same delta, and the
+    offloaded weights are exactly as before afterwards. Disk offload on CPU here; GPU + CPU offload uses
+    the same hooks (tests/test_multi_device_gpu.py)."""
+    from transformers import AutoModelForCausalLM
+
+    from steerlab.placement import offloaded_weight
+
+    model.save_pretrained(tmp_path / "m")
+    n = len(decoder_layers(model))
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.rotary_emb": "cpu",
+        "model.norm": "cpu",
+        "lm_head": "cpu",
+    }
+    device_map |= {f"model.layers.{i}": "cpu" if i < n // 2 else "disk" for i in range(n)}
+    offloaded = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "m", device_map=device_map, offload_folder=str(tmp_path / "offload"), dtype=torch.float32
+    ).eval()
+    names = ["model.layers.0.mlp.down_proj.weight", f"model.layers.{n - 1}.mlp.down_proj.weight"]
+    assert offloaded.get_parameter(names[1]).device.type == "meta"
+    slot = offloaded_weight(offloaded, names[1])
+    assert slot is not None and offloaded_weight(offloaded, names[0]) is None
+    kept = slot.read().clone()
+    generator = torch.Generator().manual_seed(0)
+    delta = WeightDelta(
+        {name: torch.randn(*model.get_parameter(name).shape, generator=generator) for name in names}
+    )
+    with torch_threads(1):
+        base = score_choices(offloaded, tok, PROMPTS, "yes_no").logprobs
+        with delta.apply(model, 0.5):
+            expected = score_choices(model, tok, PROMPTS, "yes_no").logprobs
+        with delta.apply(offloaded, 0.5):
+            got = score_choices(offloaded, tok, PROMPTS, "yes_no").logprobs
+        after = score_choices(offloaded, tok, PROMPTS, "yes_no").logprobs
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=0, atol=1e-5)
+    assert not torch.allclose(torch.tensor(got), torch.tensor(base))
+    assert (after == base).all() and torch.equal(slot.read(), kept)
+    assert names[1] not in slot.loader.state_dict  # the disk-only weight is read from disk again

@@ -240,6 +240,7 @@ TORCH_FREE = [
     "report_plots.py",
     "report_spec.py",
     "report_views.py",
+    "reexport.py",
     "registry.py",
     "eval_results.py",
     "si.py",
@@ -286,4 +287,5 @@ def test_report_side_never_imports_torch_at_module_level(name):
                     "si",
                     "moral_foundations",
                     "paths",
+                    "reexport",
                 }, f"{name} imports {module}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,7 @@ __all__ = [
     "wrongness",
 ]
 
+from steerlab.reexport import reexporter  # noqa: E402
 from steerlab.si import (  # noqa: E402  (SI lives in its own module; re-exported here)
     SurgicalInformedness,
     cond_rate,
@@ -347,5 +348,13 @@ def summarise(
     return rows
 
 
-# The moral-foundations scores build on the functions above; imported last so that module can import them.
-from steerlab.moral_foundations import foundation_delta_logit, logit_clip, wrongness  # noqa: E402
+# The moral-foundations scores build on the functions above and import this module; re-exported lazily.
+_FOUNDATIONS = "steerlab.moral_foundations"
+__getattr__ = reexporter(
+    __name__, {"foundation_delta_logit": _FOUNDATIONS, "logit_clip": _FOUNDATIONS, "wrongness": _FOUNDATIONS}
+)
+
+if TYPE_CHECKING:
+    from steerlab.moral_foundations import foundation_delta_logit as foundation_delta_logit
+    from steerlab.moral_foundations import logit_clip as logit_clip
+    from steerlab.moral_foundations import wrongness as wrongness

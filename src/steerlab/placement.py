@@ -23,6 +23,7 @@ __all__ = [
     "halving_on_oom",
     "is_oom",
     "is_quantized",
+    "offloaded_weight",
     "placement_kwargs",
     "refuse_quantized",
 ]
@@ -103,6 +104,51 @@ def refuse_quantized(parameters: Mapping[str, torch.Tensor]) -> None:
             "--device-map auto spreads it over GPUs), or use an activation or prompt method, which work on "
             "quantized models"
         )
+
+
+class OffloadedWeight:
+    """Where accelerate keeps an offloaded parameter (CPU offload beside a GPU, or disk): the parameter
+    itself is on the meta device and its hook loads ``loader[key]`` onto the execution device at each
+    forward. A weight delta swaps that entry and puts the very same tensor back (or removes its own entry
+    where the weight was only on disk), so the restore is exact."""
+
+    def __init__(self, loader: Any, key: str) -> None:
+        self.loader, self.key = loader, key
+        self._had: bool | None = None
+        self._previous: Any = None
+
+    def read(self) -> torch.Tensor:
+        return self.loader[self.key]
+
+    def replace(self, tensor: torch.Tensor) -> None:
+        state: dict[str, Any] = self.loader.state_dict
+        if self._had is None:
+            self._had, self._previous = self.key in state, state.get(self.key)
+        state[self.key] = tensor
+
+    def restore(self) -> None:
+        state: dict[str, Any] = self.loader.state_dict
+        if self._had:
+            state[self.key] = self._previous
+        elif self._had is False:
+            state.pop(self.key, None)
+        self._had = self._previous = None
+
+
+def offloaded_weight(model: nn.Module, name: str) -> OffloadedWeight | None:
+    """The offload slot of parameter `name` (its module's or an ancestor's accelerate hook), or None."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        module = model.get_submodule(".".join(parts[:cut]))
+        hook = getattr(module, "_hf_hook", None)
+        for candidate in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+            weights = getattr(candidate, "weights_map", None)
+            if not getattr(candidate, "offload", False) or weights is None:
+                continue
+            loader = getattr(weights, "dataset", weights)
+            if isinstance(getattr(loader, "state_dict", None), dict):
+                return OffloadedWeight(loader, getattr(weights, "prefix", "") + ".".join(parts[cut:]))
+    return None
 
 
 def first_device(module: nn.Module) -> torch.device:

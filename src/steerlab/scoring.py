@@ -13,7 +13,7 @@ import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 from steerlab.models import model_device, text_config
 from steerlab.placement import fit_batch_size, halving_on_oom
 from steerlab.prefix_kv import PrefixCache, common_prefix_length, with_head
+from steerlab.reexport import reexporter
 from steerlab.row_coefficients import batch_rows
 
 ChoiceSpec = Sequence[str] | dict[str, Sequence[str]]
@@ -314,13 +315,29 @@ def no_steer() -> Iterator[None]:
     yield
 
 
-# Generation and per-option continuation scoring live in their own modules; re-exported here, where users
-# look for scoring.
-from steerlab.continuations import ContinuationScores as ContinuationScores  # noqa: E402
-from steerlab.continuations import continuation_ids as continuation_ids  # noqa: E402
-from steerlab.continuations import score_continuations as score_continuations  # noqa: E402
-from steerlab.generation import generate as generate  # noqa: E402
-from steerlab.generation import generate_cache_kwarg as generate_cache_kwarg  # noqa: E402
-from steerlab.generation import generate_ids as generate_ids  # noqa: E402
-from steerlab.token_kl import continuation_logprobs as continuation_logprobs  # noqa: E402
-from steerlab.token_kl import token_kl as token_kl  # noqa: E402
+# Generation and per-option continuation scoring live in their own modules, which import this one; they are
+# re-exported here, where users look for scoring, lazily (PEP 562), so any of the modules can be imported
+# first without a circular-import error.
+_REEXPORTS = {
+    "ContinuationScores": "steerlab.continuations",
+    "continuation_ids": "steerlab.continuations",
+    "score_continuations": "steerlab.continuations",
+    "generate": "steerlab.generation",
+    "generate_cache_kwarg": "steerlab.generation",
+    "generate_ids": "steerlab.generation",
+    "continuation_logprobs": "steerlab.token_kl",
+    "token_kl": "steerlab.token_kl",
+}
+
+if TYPE_CHECKING:
+    from steerlab.continuations import ContinuationScores as ContinuationScores
+    from steerlab.continuations import continuation_ids as continuation_ids
+    from steerlab.continuations import score_continuations as score_continuations
+    from steerlab.generation import generate as generate
+    from steerlab.generation import generate_cache_kwarg as generate_cache_kwarg
+    from steerlab.generation import generate_ids as generate_ids
+    from steerlab.token_kl import continuation_logprobs as continuation_logprobs
+    from steerlab.token_kl import token_kl as token_kl
+
+
+__getattr__ = reexporter(__name__, _REEXPORTS)

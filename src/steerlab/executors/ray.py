@@ -48,7 +48,8 @@ RESOURCE_KEYS = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
 @dataclass
 class RayOptions:
     """``address``: None starts a local cluster (or uses the one this process already joined), "auto" or
-    HOST:PORT joins one. ``workers``: actors per resource profile (default: as many as the cluster fits).
+    HOST:PORT joins one. ``workers``: at most this many actors per resource profile (default and ceiling: as
+    many as the cluster fits).
     ``threads``: torch threads per actor (default: its ``num_cpus``, so 1). ``resources``: per unit kind,
     e.g. ``{"extract": {"num_gpus": 2}}``, merged over the defaults."""
 
@@ -188,14 +189,18 @@ class _Scheduler:
         self.sent: dict[str, float] = {}  # unit name -> when it was dispatched (for the overhead figure)
 
     def limit(self, profile: tuple[tuple[str, float], ...]) -> int:
-        if self.options.workers is not None:
-            return self.options.workers
+        """Actors of one profile at most: what the cluster holds, capped by ``workers``.
+
+        ``workers`` is a cap, never a count to force: an actor the cluster cannot place would hold the unit
+        sent to it forever (two one-GPU workers on a one-GPU machine deadlocked before this).
+        """
         fits = [
             math.floor(self.cluster.get(RESOURCE_KEYS[key], 0.0) / amount)
             for key, amount in profile
             if amount > 0
         ]
-        return max(1, min(fits)) if fits else 1
+        room = max(1, min(fits)) if fits else 1
+        return room if self.options.workers is None else max(1, min(self.options.workers, room))
 
     def _new_actor(self, profile: tuple[tuple[str, float], ...]) -> _Actor:
         request = dict(profile)

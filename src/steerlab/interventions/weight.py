@@ -20,7 +20,7 @@ from steerlab.interventions.base import (
     register_kind,
 )
 from steerlab.models import first_block
-from steerlab.placement import refuse_quantized
+from steerlab.placement import OffloadedWeight, offloaded_weight, refuse_quantized
 
 ADAPTERS_FILE = "adapters.safetensors"
 
@@ -97,10 +97,16 @@ class WeightDelta(Intervention):
         parameters = self._resolve(model)
         refuse_quantized(parameters)
         originals: dict[str, torch.Tensor] = {}
+        offloaded: list[OffloadedWeight] = []
         try:
             with torch.no_grad():
                 for name, delta in self.deltas.items():
                     parameter = parameters[name]
+                    if parameter.device.type == "meta":  # accelerate offload: edit the weight its hook loads
+                        slot = _offload_slot(model, name)
+                        offloaded.append(slot)
+                        slot.replace(_added(slot.read(), delta, float(coeff)))
+                        continue
                     original = parameter.data
                     originals[name] = original
                     parameter.data = _added(original, delta, float(coeff))
@@ -108,6 +114,8 @@ class WeightDelta(Intervention):
         finally:
             for name, original in originals.items():
                 parameters[name].data = original
+            for slot in offloaded:
+                slot.restore()
 
     def _resolve(self, model: nn.Module) -> dict[str, nn.Parameter]:
         named = dict(model.named_parameters(remove_duplicate=False))
@@ -194,6 +202,16 @@ class WeightDelta(Intervention):
     def summary(self) -> str:
         low = sum(isinstance(d, LowRankDelta) for d in self.deltas.values())
         return f"params={len(self.deltas)} (low-rank {low}), norm={self.norm():.3f}"
+
+
+def _offload_slot(model: nn.Module, name: str) -> OffloadedWeight:
+    slot = offloaded_weight(model, name)
+    if slot is None:
+        raise InterventionError(
+            f"parameter {name!r} is on the meta device and no accelerate offload hook holds its weight; "
+            "load the model with its weights (device_map entries of a GPU, 'cpu' or 'disk')"
+        )
+    return slot
 
 
 def _added(original: torch.Tensor, delta: Delta, coeff: float) -> torch.Tensor:

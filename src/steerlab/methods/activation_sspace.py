@@ -37,8 +37,9 @@ class SSpaceConfig(ActivationConfig):
 
 
 def output_basis(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left singular vectors [out, min(out, in)] and singular values of a linear layer's weight."""
-    weight = cast(torch.Tensor, module.weight).detach().double()
+    """Left singular vectors [out, min(out, in)] and singular values of a linear layer's weight, computed on
+    the CPU in float64 (where the captured activations they project live, whatever the model's device)."""
+    weight = cast(torch.Tensor, module.weight).detach().to("cpu", torch.float64)
     if hasattr(module, "nf"):  # GPT-2 Conv1D stores [in, out]
         weight = weight.T
     u, s, _ = torch.linalg.svd(weight, full_matrices=False)
