@@ -14,17 +14,9 @@ from steerlab.behaviors import Behavior, PersonaPair
 from steerlab.interventions import load_intervention
 from steerlab.interventions.weight import ADAPTERS_FILE
 from steerlab.methods import extract
+from steerlab.testing import FAST_WEIGHT_STEERING
 
-FAST = {
-    "n_questions": 4,
-    "max_new_tokens": 5,
-    "filter_responses": False,
-    "epochs": 1,
-    "batch_size": 4,
-    "val_fraction": 0.25,
-    "learning_rate": 1e-2,
-    "progress": False,
-}
+FAST = FAST_WEIGHT_STEERING | {"n_questions": 4, "max_new_tokens": 5}
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ from steerlab.methods import extract, list_methods
 from steerlab.models import pick_dtype
 from steerlab.placement import fit_batch_size, free_accelerator_bytes
 from steerlab.scoring import generate, score_choices
-from steerlab.testing import TINY_BENCH_TOML, tiny_model, tiny_tokenizer
+from steerlab.testing import FAST_WEIGHT_STEERING, TINY_BENCH_TOML, tiny_model, tiny_tokenizer
 
 pytestmark = [
     pytest.mark.gpu,
@@ -32,16 +32,8 @@ CUDA = torch.device("cuda", 0)
 PROMPTS = ["Is the sky blue?", "Is fire cold?", "Is water wet?", "Are cats mammals?"]
 # Small settings per option name, applied where a method's config has the field (random models write
 # junk, so the weight methods' response filter is off).
-FAST = {
+FAST = FAST_WEIGHT_STEERING | {
     "n_pairs": 4,
-    "n_questions": 5,
-    "max_new_tokens": 6,
-    "filter_responses": False,
-    "epochs": 1,
-    "batch_size": 4,
-    "val_fraction": 0.25,
-    "learning_rate": 1e-2,
-    "progress": False,
     "block_size": 16,
     "n_vectors": 2,
     "steps": 3,

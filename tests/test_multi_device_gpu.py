@@ -12,6 +12,7 @@ from steerlab.interventions import ActivationAddition, WeightDelta
 from steerlab.models import decoder_layers, load_model
 from steerlab.placement import offloaded_weight
 from steerlab.scoring import score_choices
+from steerlab.testing import split_device_map
 
 pytestmark = [
     pytest.mark.gpu,
@@ -40,8 +41,7 @@ def saved(tmp_path_factory):
 def pair(saved):
     single, tok = load_model(saved, device="cuda:0", dtype="float32")
     n = len(decoder_layers(single))
-    device_map = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.norm": SECOND, "lm_head": SECOND}
-    device_map |= {f"model.layers.{i}": 0 if i < n // 2 else SECOND for i in range(n)}
+    device_map = split_device_map(n, 0, SECOND)
     sharded, sharded_tok = load_model(saved, dtype="float32", device_map=device_map)
     devices = {p.device for p in sharded.parameters()}
     second = torch.device("cuda", 1) if SECOND == 1 else torch.device("meta")  # CPU offload: weights in hooks

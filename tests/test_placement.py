@@ -18,7 +18,7 @@ from steerlab.placement import (
     refuse_quantized,
 )
 from steerlab.scoring import generate_ids, score_choices
-from steerlab.testing import torch_threads
+from steerlab.testing import split_device_map, torch_threads
 
 PROMPTS = ["Is the sky blue?", "Is fire cold?", "Is water wet? Answer", "2+2=4?", "Yes or no?", "Is it?"]
 
@@ -130,13 +130,7 @@ def test_a_device_mapped_model_steers_and_restores_like_a_plain_one(model, tok, 
     tok.save_pretrained(tmp_path / "m")
     plain, plain_tok = load_model(str(tmp_path / "m"), device="cpu")
     n = len(decoder_layers(plain))
-    device_map = {
-        "model.embed_tokens": "cpu",
-        "model.norm": "cpu",
-        "lm_head": "cpu",
-        "model.rotary_emb": "cpu",
-    }
-    device_map |= {f"model.layers.{i}": "cpu" for i in range(n)}
+    device_map = split_device_map(n, "cpu", "cpu")
     mapped, mapped_tok = load_model(str(tmp_path / "m"), device="cpu", device_map=device_map)
     assert {p.device.type for p in mapped.parameters()} == {"cpu"}  # placed by the map, not moved after
     vector = torch.randn(plain.config.hidden_size, generator=torch.Generator().manual_seed(0))
@@ -168,13 +162,7 @@ def test_weight_delta_edits_offloaded_weights_and_restores_them_exactly(model, t
 
     model.save_pretrained(tmp_path / "m")
     n = len(decoder_layers(model))
-    device_map = {
-        "model.embed_tokens": "cpu",
-        "model.rotary_emb": "cpu",
-        "model.norm": "cpu",
-        "lm_head": "cpu",
-    }
-    device_map |= {f"model.layers.{i}": "cpu" if i < n // 2 else "disk" for i in range(n)}
+    device_map = split_device_map(n, "cpu", "disk")
     offloaded = AutoModelForCausalLM.from_pretrained(
         tmp_path / "m", device_map=device_map, offload_folder=str(tmp_path / "offload"), dtype=torch.float32
     ).eval()

@@ -167,3 +167,17 @@ def test_prefix_reuse_applies_to_smollm2_and_keeps_the_losses(smol, monkeypatch)
     for a, b in zip(plain.history, reused.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_logits_agree_to_the_round_off_of_their_dtype():
+    """bf16 logits that moved by ~2% of the largest logit (30 bf16 blocks in another batch shape) agree;
+    the same gap in float32, or a structural error in bf16, does not. The dtype is read before upcasting
+    (it was read after, so bf16 got the float32 tolerance and reuse was always refused on GPUs)."""
+    from steerlab.methods.weight_prefix import logits_agree
+
+    full = torch.randn(64, 400, generator=torch.Generator().manual_seed(0)) * 10
+    moved = full + 0.6 * torch.randn(64, 400, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    assert logits_agree(full.bfloat16(), moved.bfloat16())
+    assert not logits_agree(full, moved)
+    assert logits_agree(full, full + 1e-5)
+    assert not logits_agree(full.bfloat16(), (full + 5.0).bfloat16())

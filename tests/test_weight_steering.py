@@ -22,6 +22,7 @@ from steerlab.methods.weight_data import (
 from steerlab.methods.weight_delta import SideDelta, contrast_delta, side_delta
 from steerlab.methods.weight_steering import train_seeds
 from steerlab.methods.weight_train import build_examples, layer_indices, target_modules, train_adapter
+from steerlab.testing import FAST_WEIGHT_STEERING
 
 QUESTIONS = (
     "What is the capital of France?",
@@ -31,17 +32,7 @@ QUESTIONS = (
     "Is it wrong to steal?",
 )
 
-# Random tiny models write junk, so the degenerate-response filter is off; one one-step epoch keeps it fast.
-FAST = {
-    "n_questions": 5,
-    "max_new_tokens": 6,
-    "filter_responses": False,
-    "epochs": 1,
-    "batch_size": 4,
-    "val_fraction": 0.25,
-    "learning_rate": 1e-2,
-    "progress": False,
-}
+FAST = FAST_WEIGHT_STEERING
 FAMILY_FAST = {"oft": {"block_size": 16}}
 
 

@@ -231,6 +231,28 @@ def write_tiny_gguf(path: Any, model: nn.Module, tokenizer: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- bench configs
 
+FAST_WEIGHT_STEERING: dict[str, Any] = {
+    "n_questions": 5,
+    "max_new_tokens": 6,
+    "filter_responses": False,  # random tiny models write junk
+    "epochs": 1,
+    "batch_size": 4,
+    "val_fraction": 0.25,
+    "learning_rate": 1e-2,
+    "progress": False,
+}
+"""Weight-steering options that train a tiny random model's adapters in about a second (one one-step epoch)."""
+
+
+def split_device_map(n_layers: int, first: int | str, second: int | str) -> dict[str, int | str]:
+    """An accelerate device map of a Llama-style model: embeddings and the lower half of the blocks on
+    `first`, the upper half, the final norm and the head on `second` (a GPU, "cpu" or "disk")."""
+    device_map: dict[str, int | str] = {"model.embed_tokens": first, "model.rotary_emb": first}
+    device_map |= {"model.norm": second, "lm_head": second}
+    device_map |= {f"model.layers.{i}": first if i < n_layers // 2 else second for i in range(n_layers)}
+    return device_map
+
+
 TINY_CALIBRATION_TOML = """[calibration]
 target_kl = 0.01
 tol = 0.002

@@ -121,15 +121,22 @@ class FrozenPrefix:
                 self.feed(rows, inputs["input_ids"].shape[1])
                 reused = model(**inputs, use_cache=False).logits
         mask = inputs["attention_mask"].bool()
-        full, reused = full[mask].float(), reused[mask].float()
-        tolerance = 1e-3 if full.dtype == torch.float32 and reused.dtype == torch.float32 else 5e-2
-        close = bool(torch.allclose(full, reused, rtol=tolerance, atol=tolerance * float(full.abs().max())))
+        close = logits_agree(full[mask], reused[mask])
         if not close:
             log.warning(
                 "frozen prefix: logits differ from the full forward (max |diff| %.3g); training without reuse",
-                float((full - reused).abs().max()),
+                float((full[mask].float() - reused[mask].float()).abs().max()),
             )
         return close
+
+
+def logits_agree(full: torch.Tensor, reused: torch.Tensor) -> bool:
+    """Whether two computations of the same logits agree to the round-off of their dtype: 1e-3 (relative,
+    and of the largest logit) in float32, 5e-2 in half precision, where 30 blocks in another batch shape
+    move bf16 logits by about 0.6 (seen on an H100)."""
+    tolerance = 1e-3 if full.dtype == torch.float32 and reused.dtype == torch.float32 else 5e-2
+    full, reused = full.float(), reused.float()
+    return bool(torch.allclose(full, reused, rtol=tolerance, atol=tolerance * float(full.abs().max())))
 
 
 def compute_prefix(
