@@ -20,6 +20,7 @@ from steerlab.bench.config import dump_toml, validate_names
 from steerlab.bench.plan import build_plan
 from steerlab.bench.runner import BenchError
 from steerlab.bench.store import COMPLETE
+from steerlab.report import render_report
 from steerlab.testing import TINY_BENCH_TOML
 
 TINY = TINY_BENCH_TOML
@@ -318,6 +319,10 @@ def test_kill_midway_then_resume_equals_an_uninterrupted_run(tmp_path, model, to
     on_disk = sorted(p.parent.name for p in (killed_out / "units").glob("*/*/" + COMPLETE))
     assert on_disk == sorted(u["name"] for u in plan)  # nothing lost, nothing duplicated
     pd.testing.assert_frame_equal(_results(killed_out), _results(clean_out))
+    history = json.loads((killed_out / "run.json").read_text())["history"]
+    assert [h["status"] for h in history] == ["killed", "finished"]
+    report = render_report(killed_out).read_text()  # a killed invocation has no time of its own
+    assert "2 invocations (--resume)" in report and "1 ended early, time not recorded" in report
     for name in os.listdir(clean_out / "rows" / "sycophancy-claims"):
         a = pd.read_parquet(killed_out / "rows" / "sycophancy-claims" / name)
         b = pd.read_parquet(clean_out / "rows" / "sycophancy-claims" / name)

@@ -42,6 +42,20 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------- the report
 
 
+def history_note(history: list[dict[str, Any]]) -> str:
+    """One sentence on an output built over several invocations; a killed one has no recorded time."""
+    timed = [float(h["seconds"]) for h in history if "seconds" in h]
+    untimed = len(history) - len(timed)
+    minutes = (
+        f"{sum(timed) / 60:.1f} min in all"
+        if not untimed
+        else (
+            f"{sum(timed) / 60:.1f} min in the {len(timed)} that finished ({untimed} ended early, time not recorded)"
+        )
+    )
+    return f" This output took {len(history)} invocations (--resume), {minutes}, the first on {history[0].get('started', '?')}."
+
+
 def render_report(out: str | Path) -> Path:
     """Write OUT/report.md and OUT/plots/*.png from the saved results; returns the report's path."""
     from steerlab.report_dose import dose_sections  # issue 15 sections, torch-free like this module
@@ -66,8 +80,7 @@ def render_report(out: str | Path) -> Path:
     history = run.get("history", [])
     earlier = ""
     if len(history) > 1:
-        total = sum(h["seconds"] for h in history) / 60
-        earlier = f" This output took {len(history)} invocations (--resume), {total:.1f} min in all, the first on {history[0]['started']}."
+        earlier = history_note(history)
     lines.append(
         f"Run {when}; wall time {run.get('seconds', float('nan')) / 60:.1f} min ({run.get('ran', '?')} units run, "
         f"{run.get('reused', '?')} reused of {run.get('units', '?')}).{earlier} Methods: "
