@@ -23,6 +23,7 @@ __all__ = [
     "halving_on_oom",
     "is_oom",
     "is_quantized",
+    "OffloadedWeight",
     "offloaded_weight",
     "placement_kwargs",
     "refuse_quantized",

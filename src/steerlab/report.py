@@ -46,13 +46,9 @@ def history_note(history: list[dict[str, Any]]) -> str:
     """One sentence on an output built over several invocations; a killed one has no recorded time."""
     timed = [float(h["seconds"]) for h in history if "seconds" in h]
     untimed = len(history) - len(timed)
-    minutes = (
-        f"{sum(timed) / 60:.1f} min in all"
-        if not untimed
-        else (
-            f"{sum(timed) / 60:.1f} min in the {len(timed)} that finished ({untimed} ended early, time not recorded)"
-        )
-    )
+    minutes = f"{sum(timed) / 60:.1f} min in all"
+    if untimed:
+        minutes = f"{sum(timed) / 60:.1f} min in the {len(timed)} that finished ({untimed} ended early, time not recorded)"
     return f" This output took {len(history)} invocations (--resume), {minutes}, the first on {history[0].get('started', '?')}."
 
 

@@ -229,7 +229,7 @@ def write_tiny_gguf(path: Any, model: nn.Module, tokenizer: Any) -> Any:
     return path
 
 
-# ---------------------------------------------------------------------------------------------- bench configs
+# ---------------------------------------------------------------------------------------------- fast options, placements
 
 FAST_WEIGHT_STEERING: dict[str, Any] = {
     "n_questions": 5,
@@ -252,6 +252,8 @@ def split_device_map(n_layers: int, first: int | str, second: int | str) -> dict
     device_map |= {f"model.layers.{i}": first if i < n_layers // 2 else second for i in range(n_layers)}
     return device_map
 
+
+# ---------------------------------------------------------------------------------------------- bench configs
 
 TINY_CALIBRATION_TOML = """[calibration]
 target_kl = 0.01

@@ -200,7 +200,7 @@ class _Scheduler:
             if amount > 0
         ]
         room = max(1, min(fits)) if fits else 1
-        return room if self.options.workers is None else max(1, min(self.options.workers, room))
+        return room if self.options.workers is None else min(self.options.workers, room)
 
     def _new_actor(self, profile: tuple[tuple[str, float], ...]) -> _Actor:
         request = dict(profile)
