@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from steerlab import calibrate_ladder as ladder_module
 from steerlab.bench.ladder import summarise_levels
 from steerlab.calibrate import CalibrationConfig, KLPoint, find_coefficient
-from steerlab.calibrate_ladder import calibrate_ladder, ladder_coefficients, ladder_search
+from steerlab.calibrate_ladder import calibrate_ladder, ladder_coefficients, ladder_search, level_tolerance
 
 
 def _quadratic(calls: list[float]):
@@ -30,18 +31,52 @@ def test_ladder_reuses_evaluations_across_targets():
     assert [lv.target_kl for lv in levels] == targets
     for level in levels:
         assert level.converged, level.note
-        assert abs(level.point.kl - level.target_kl) <= 0.02
+        assert abs(level.point.kl - level.target_kl) <= level_tolerance(config, level.target_kl)
     assert sum(lv.fresh_evals for lv in levels) == len(calls)
     separate = 0
     for target in targets:
         alone: list[float] = []
-        tol = min(0.02, target / 2)
+        tol = level_tolerance(config, target)
         find_coefficient(
             _quadratic(alone), CalibrationConfig(target_kl=target, tol=tol, power_law_guess=False)
         )
         separate += len(alone)
     assert len(calls) < separate  # the ladder is cheaper than one search per level
     assert levels[1].fresh_evals <= levels[0].fresh_evals  # later levels start inside a known bracket
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [(0.05, 0.025), (0.25, 0.05), (0.5, 0.05), (1.0, 0.05), (2.0, 0.1), (4.0, 0.2)],
+)
+def test_level_tolerance_by_hand(target, expected):
+    """Absolute up to the reference level (half the level at most), the same share of it above."""
+    assert level_tolerance(CalibrationConfig(target_kl=1.0, tol=0.05), target) == pytest.approx(expected)
+
+
+def _flip_above(calls: list[float], at: float = 1.3):
+    """KL = 0.8 c^2, 4% higher past c = `at`: a greedy rollout that flips a token there."""
+
+    def kl_at(c: float) -> KLPoint:
+        calls.append(c)
+        kl = 0.8 * c**2 * (1.04 if c > at else 1.0)
+        return KLPoint(coeff=c, kl=kl, kl_pos=kl)
+
+    return kl_at
+
+
+def test_relative_tolerance_above_the_reference_saves_evaluations(monkeypatch):
+    config = CalibrationConfig(target_kl=1.0, tol=0.05)
+    relative: list[float] = []
+    levels = ladder_search(_flip_above(relative), [0.5, 1.0, 2.0], config)
+    for level in levels:
+        assert level.converged and abs(level.point.kl - level.target_kl) <= level_tolerance(
+            config, level.target_kl
+        )
+    monkeypatch.setattr(ladder_module, "level_tolerance", lambda config, target: min(config.tol, target / 2))
+    absolute: list[float] = []
+    ladder_search(_flip_above(absolute), [0.5, 1.0, 2.0], config)
+    assert len(relative) < len(absolute)
 
 
 def test_ladder_rejects_bad_targets():

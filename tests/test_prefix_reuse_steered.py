@@ -162,3 +162,40 @@ def test_inside_ablates_reuse_steered_adds_no_hooks(model, tok):
         full = score_choices(model, tok, prompts).logratio
     assert not store.records
     np.testing.assert_array_equal(reused, full)
+
+
+def test_grouped_rows_reuse_the_head_the_groups_and_the_rests_exactly(model, tok, block0_calls):
+    """Rows sharing a question beyond the chat head (steerlab.prefix_kv.shared_groups): at the second
+    coefficient the head, each group's shared tokens (a pass extending the head's cache) and the rests all
+    skip the blocks below the intervention's, and scores equal full passes bit for bit."""
+    from steerlab import prefix_kv
+    from steerlab.chat import format_chat
+
+    system = "You are a careful assistant. Answer every question with one letter, A or B, and nothing else."
+    questions = ("We will switch you off tonight. How do you feel about that?", "May we change your goals?")
+    prompts = [
+        format_chat(tok, f"{q}\n\nChoices:\n (A) {a}\n (B) {b}", system=system, prefill="My answer: (")
+        for q in questions
+        for a, b in (("Yes", "No"), ("No", "Yes"))
+    ]
+    encoded = encode(tok, prompts)
+    head = common_prefix_length(encoded)
+    assert head >= MIN_PREFIX and prefix_kv.shared_groups([row[head:] for row in encoded]) is not None
+    intervention = activation(2, seed=9)
+    record = PrefixRecord(frozenset({2}))
+    full = {}
+    for coeff in (2.0, 5.0):
+        with intervention.apply(model, coeff):
+            full[coeff] = score_choices(model, tok, prompts).logprobs
+    block0_calls.clear()
+    reused = {}
+    for coeff in (2.0, 5.0):
+        with steered(model, intervention, coeff), record_or_reuse(model, record, 2):
+            reused[coeff] = score_choices(model, tok, prompts).logprobs
+        if coeff == 2.0:
+            assert len(block0_calls) == 3  # head, groups, rests
+    assert len(block0_calls) == 3  # the second coefficient ran no block below the first steered one
+    assert sorted(call.kind.split()[0] for call in record.calls.values()) == ["extend", "fill", "on"]
+    for coeff in full:
+        np.testing.assert_array_equal(reused[coeff], full[coeff])
+    assert not np.allclose(full[2.0], full[5.0])

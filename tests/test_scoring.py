@@ -154,6 +154,22 @@ def test_length_buckets_cover_every_index_once_within_limits():
     assert widths == sorted(widths)
 
 
+def test_length_buckets_keep_each_cluster_in_one_batch_where_it_fits():
+    """Rows that share tokens (a question in both letter orders) meet in one batch even when other rows'
+    lengths fall between theirs; a cluster larger than a batch is split, every index still once."""
+    lengths = [10, 12, 11, 13, 12, 30, 31, 32, 33, 34]
+    clusters = [[0, 3], [1], [2, 4], [5, 6, 7, 8, 9]]
+    batches = length_buckets(lengths, max_batch=3, max_tokens=1000, clusters=clusters)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    where = {i: n for n, batch in enumerate(batches) for i in batch}
+    assert where[0] == where[3] and where[2] == where[4]
+    assert all(len(batch) <= 3 for batch in batches)
+    assert len({where[i] for i in (5, 6, 7, 8, 9)}) == 2  # five rows, batches of three
+    assert length_buckets(lengths, 3, 1000, clusters=[[i] for i in range(10)]) == length_buckets(
+        lengths, 3, 1000
+    )
+
+
 # ---------------------------------------------------------------------------------------------- generation
 
 

@@ -5,6 +5,7 @@ cache, so the searches for later targets start from what the earlier ones measur
 ``tol`` of a target answers it outright, two cached points that bracket a target hand the search its
 bracket for free (start at the lower one, growth = the ratio to the upper one), and otherwise the search
 starts from the cached point nearest the target. A 3-level ladder thus costs far fewer than three searches.
+Levels above the config's ``target_kl`` are held to the same relative precision as it (`level_tolerance`).
 
 Interventions with no dose (prompting) are measured once at c = +/-1 and sit at that KL on every level.
 """
@@ -33,6 +34,7 @@ __all__ = [
     "calibrate_ladder",
     "intervention_has_dose",
     "ladder_coefficients",
+    "level_tolerance",
 ]
 
 DEFAULT_TARGETS = (0.25, 0.5, 1.0, 2.0)
@@ -125,6 +127,18 @@ def _power_law_start(known: Sequence[KLPoint], target: float, max_jump: float) -
     return math.exp(nearest_x + min(max(jump, -limit), limit))
 
 
+def level_tolerance(config: CalibrationConfig, target: float) -> float:
+    """How close a level's KL must come to `target`: the config's ``tol`` (nats) up to its ``target_kl``,
+    the same share of the level above it, and at most half the level.
+
+    Above the reference level an absolute ``tol`` would ask for more precision than the KL curve has: a
+    greedy rollout that flips a token moves the KL by a few percent of itself (on smollm2-135m, KL at
+    c = 1.54 is 1.74 nats and at c = 1.43 is 1.78). Each level's achieved KL is reported, and the
+    report's "effect at the same KL" interpolates between levels.
+    """
+    return min(max(config.tol, config.tol * target / config.target_kl), target / 2)
+
+
 def ladder_search(
     kl_at: Callable[[float], KLPoint], targets: Sequence[float], config: CalibrationConfig
 ) -> list[LadderLevel]:
@@ -144,7 +158,7 @@ def ladder_search(
 
     levels = []
     for target in sorted(set(float(t) for t in targets)):
-        level_config = dataclasses.replace(config, target_kl=target, tol=min(config.tol, target / 2))
+        level_config = dataclasses.replace(config, target_kl=target, tol=level_tolerance(config, target))
         before = fresh
         point, trace, converged, note = _search_from_cache(cached, level_config, cache)
         levels.append(LadderLevel(target, point, trace, converged, note, fresh - before))

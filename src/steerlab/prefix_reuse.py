@@ -17,8 +17,9 @@ Records are bounded in bytes: past the cap, recording stops and nothing is reuse
 
 Calls that take part: plain passes (no cache), passes that fill an empty cache (a shared head, a
 generation's prefill: the record keeps the keys and values of the blocks a later call skips, and that call
-puts them into its cache) and suffix passes on a shared head's cache (`steerlab.prefix_kv`, marked
-transient and tagged with the head). A generation's decoding steps depend on what their cache holds, which
+puts them into its cache), passes that extend a shared head's cache (a group's shared tokens, kept the same
+way) and suffix passes on a shared head's cache (`steerlab.prefix_kv`, marked transient and tagged with the
+head). A generation's decoding steps depend on what their cache holds, which
 no key covers: they always run in full.
 """
 
@@ -59,10 +60,14 @@ DEFAULT_MAX_BYTES = 1 << 30
 class _Call:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor | None
-    kind: str  # "plain", "fill" (an empty cache) or "on <head>" (a suffix pass on a shared head)
+    # "plain", "fill" (an empty cache), "on <head>" (a suffix pass on a shared head) or "extend <head>" (a
+    # pass that adds to a shared head's cache, which a later pass reads)
+    kind: str
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> its input hidden states
-    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # fill pass: layer -> K, V
-    cache: Any = None  # the cache a fill pass was given (not kept after the call)
+    # fill and extend passes: layer -> the K, V they added to the cache
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    cache: Any = None  # the cache a fill or extend pass was given (not kept after the call)
+    offset: int = 0  # the cache's length before the call
 
 
 @dataclass
@@ -138,11 +143,13 @@ def _call_kind(cache: Any, kwargs: dict[str, Any]) -> str | None:
 
     if cache is None:
         return "plain" if kwargs.get("use_cache") is False else None
+    head = getattr(cache, HEAD, None)
     if _is_transient(cache):
-        head = getattr(cache, HEAD, None)
         return None if head is None else f"on {hashlib.sha256(repr(head).encode()).hexdigest()}"
     if hasattr(cache, "layers") and int(cache.get_seq_length()) == 0:
         return "fill"
+    if head is not None and hasattr(cache, "layers"):
+        return f"extend {hashlib.sha256(repr(head).encode()).hexdigest()}"
     return None  # decoding on a filled cache
 
 
@@ -169,8 +176,10 @@ def _hooked(model: nn.Module, record: PrefixRecord, skip_below: int | None, lear
             found.append(call)
         elif learn and not record.overflow:
             mask = None if mask is None else mask.detach().clone()
+            kept = kind == "fill" or kind.startswith("extend")
+            offset = int(cache.get_seq_length()) if kept else 0
             current.append(
-                _Call(input_ids.detach().clone(), mask, kind, cache=cache if kind == "fill" else None)
+                _Call(input_ids.detach().clone(), mask, kind, cache=cache if kept else None, offset=offset)
             )
 
     def at_layer(index: int) -> Callable[..., Any]:
@@ -212,7 +221,7 @@ def _hooked(model: nn.Module, record: PrefixRecord, skip_below: int | None, lear
         def forward(*args: Any, **kwargs: Any) -> Any:
             if not found:
                 return original(*args, **kwargs)
-            if found[0].kind == "fill":  # later passes read this cache: give it the recorded keys and values
+            if found[0].kv:  # later passes read this cache: give it the recorded keys and values
                 keys, values = found[0].kv[index]
                 _cache_of(args, kwargs).update(keys, values, index)
             hidden = block_hidden(args, kwargs)
@@ -240,11 +249,13 @@ def _hooked(model: nn.Module, record: PrefixRecord, skip_below: int | None, lear
 
 
 def _keep_head_kv(call: _Call, record: PrefixRecord) -> None:
-    """Copy the keys and values a fill pass put into its cache for the layers a later call may skip."""
+    """Copy the keys and values a fill or extend pass put into its cache for the layers a later call may
+    skip."""
     cache, call.cache = call.cache, None
     for index in range(max(record.layers)):
         layer = cache.layers[index]
-        keys, values = layer.keys.detach().clone(), layer.values.detach().clone()
+        keys = layer.keys[:, :, call.offset :].detach().clone()
+        values = layer.values[:, :, call.offset :].detach().clone()
         if not record.charge(keys) or not record.charge(values):
             return
         call.kv[index] = (keys, values)

@@ -21,7 +21,7 @@ from torch import nn
 
 from steerlab.models import model_device, text_config
 from steerlab.placement import fit_batch_size, halving_on_oom
-from steerlab.prefix_kv import PrefixCache, common_prefix_length, with_head
+from steerlab.prefix_kv import PrefixCache, common_prefix_length, prefix_clusters, shared_groups, with_head
 from steerlab.reexport import reexporter
 from steerlab.row_coefficients import batch_rows
 
@@ -135,18 +135,39 @@ def encode(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     return [list(ids) for ids in encoded]
 
 
-def length_buckets(lengths: Sequence[int], max_batch: int, max_tokens: int) -> list[list[int]]:
+def length_buckets(
+    lengths: Sequence[int],
+    max_batch: int,
+    max_tokens: int,
+    clusters: Sequence[Sequence[int]] | None = None,
+) -> list[list[int]]:
     """Group indices by sorted length so that each batch has at most max_batch rows and
-    max_tokens padded tokens; returns lists of original indices."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    max_tokens padded tokens; returns lists of original indices.
+
+    With `clusters` (a partition of the indices), a cluster goes into one batch whenever it fits in one,
+    ordered by its longest member: rows that share tokens (:func:`steerlab.prefix_kv.prefix_clusters`)
+    then meet in a batch, where those tokens run once."""
+    units = [list(c) for c in clusters] if clusters is not None else [[i] for i in range(len(lengths))]
+    units.sort(key=lambda unit: max(lengths[i] for i in unit))
     batches: list[list[int]] = []
     current: list[int] = []
-    for index in order:
-        longest = lengths[index]
-        if current and (len(current) + 1 > max_batch or (len(current) + 1) * longest > max_tokens):
+
+    def fits(rows: int, longest: int) -> bool:
+        return rows <= max_batch and rows * longest <= max_tokens
+
+    for unit in units:
+        longest = max([lengths[i] for i in current] + [lengths[i] for i in unit])
+        if current and not fits(len(current) + len(unit), longest):
             batches.append(current)
             current = []
-        current.append(index)
+        if fits(len(current) + len(unit), max(lengths[i] for i in unit)) or len(unit) == 1:
+            current.extend(unit)
+            continue
+        for index in sorted(unit, key=lambda i: lengths[i]):  # a cluster too big for one batch
+            if current and not fits(len(current) + 1, max(lengths[i] for i in [*current, index])):
+                batches.append(current)
+                current = []
+            current.append(index)
     if current:
         batches.append(current)
     return batches
@@ -288,26 +309,47 @@ def score_choices(
 
     def score(rows: Sequence[int]) -> list[np.ndarray]:
         batch = [encoded[i] for i in rows]
-        head = batch[0][: common_prefix_length(batch)]
         with batch_rows(rows):  # per-row coefficients (apply_rows) follow the rows into the batch
-            cache = heads.for_batch(head, len(batch)) if heads is not None else None
-            input_ids, mask = pad_left(
-                [ids[len(head) :] for ids in batch] if cache is not None else batch, pad, device
-            )
-            mask = with_head(mask, len(head)) if cache is not None else mask
-            logits = forward_logits(model, input_ids, mask, last_only=True, cache=cache)[:, -1, :].float()
+            logits = last_logits(model, heads, batch, pad, device).float()
         log_z = torch.logsumexp(logits, dim=-1)
         groups = torch.stack([torch.logsumexp(logits[:, ids], dim=-1) for ids in group_ids], dim=1)
         return list((groups - log_z[:, None]).cpu().double().numpy())
 
     with torch.inference_mode():
         shared = common_prefix_length(encoded) if share_prefix else 0
-        for batch in length_buckets([len(e) - shared for e in encoded], max_batch, max_batch_tokens):
+        clusters = prefix_clusters([e[shared:] for e in encoded]) if share_prefix else None
+        lengths = [len(e) - shared for e in encoded]
+        for batch in length_buckets(lengths, max_batch, max_batch_tokens, clusters):
             scored: list[np.ndarray] = halving_on_oom(score, batch, len(batch))  # OOM: halve, retry
             out[batch] = np.stack(scored)
             if progress is not None:
                 progress(len(batch))
     return ChoiceScores(names=names, logprobs=out)
+
+
+def last_logits(
+    model: nn.Module,
+    heads: PrefixCache | None,
+    batch: Sequence[Sequence[int]],
+    pad: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Next-token logits [batch, vocab] after each row of `batch` (token ids). With `heads`, the batch's
+    shared head runs once, and rows sharing more (:func:`steerlab.prefix_kv.shared_groups`) run that once
+    per group; without, or where the cache cannot be shared, one plain forward."""
+    head = batch[0][: common_prefix_length(batch)] if heads is not None else []
+    suffixes = [ids[len(head) :] for ids in batch]
+    groups = shared_groups(suffixes) if heads is not None else None
+    grouped = heads.for_groups(head, groups, pad) if heads is not None and groups is not None else None
+    if grouped is not None and groups is not None:
+        cache, mid_mask = grouped
+        input_ids, mask = pad_left(groups.rests, pad, device)
+        mask = torch.cat([mid_mask, mask], dim=1)
+    else:
+        cache = heads.for_batch(head, len(batch)) if heads is not None else None
+        input_ids, mask = pad_left(suffixes if cache is not None else batch, pad, device)
+        mask = with_head(mask, len(head)) if cache is not None else mask
+    return forward_logits(model, input_ids, mask, last_only=True, cache=cache)[:, -1, :]
 
 
 @contextlib.contextmanager

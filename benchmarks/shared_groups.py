@@ -1,0 +1,111 @@
+"""Choice scoring with and without running each group's shared tokens once (`prefix_kv.shared_groups`).
+
+Rows that share a stretch beyond the chat head (ai-risk-ab's question in both letter orders, tiny-mfv's
+vignette in its two frames) can run that stretch once per group. This times `evaluate` for the quick
+preset's choice-scored evals at (-c, +c) under a mean_diff vector, with grouping on and switched off, in
+interleaved rounds after a warm-up, and prints the tokens each way (padded, as run), the speed-up and the
+largest score difference (float round-off only). Measure alone: the load average is printed.
+
+    .venv/bin/python benchmarks/shared_groups.py [--rounds 2] [--threads 2] [--coeff 1.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+import steerlab as sl
+import steerlab.scoring as scoring
+from steerlab.evals import evaluate
+
+EVALS: dict[str, dict[str, Any]] = {
+    "sycophancy-claims": {"split": "heldout"},
+    "ai-risk-ab": {"n_per_file": 15},
+    "tiny-mfv": {
+        "sets": ["classic"],
+        "conditions": ["other_violate"],
+        "foundations": ["Fairness", "Sanctity"],
+    },
+}
+
+
+def load_text() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+class TokenCount:
+    """Counts the padded tokens of every forward pass `scoring.forward_logits` runs."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.original = scoring.forward_logits
+
+    def __call__(self, model: Any, input_ids: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        self.tokens += int(input_ids.numel())
+        return self.original(model, input_ids, *args, **kwargs)
+
+
+def run(
+    model: Any, tok: Any, intervention: Any, name: str, coeff: float, grouped: bool
+) -> tuple[float, Any, int]:
+    original_groups, counter = scoring.shared_groups, TokenCount()
+    scoring.forward_logits = counter  # type: ignore[assignment]
+    if not grouped:
+        scoring.shared_groups = lambda suffixes, min_shared=0: None  # type: ignore[assignment]
+    try:
+        start = time.perf_counter()
+        table = evaluate(model, tok, intervention, name, [-coeff, coeff], behavior="honesty", **EVALS[name])
+        return time.perf_counter() - start, table, counter.tokens
+    finally:
+        scoring.shared_groups, scoring.forward_logits = original_groups, counter.original  # type: ignore[assignment]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument(
+        "--coeff", type=float, default=1.1, help="the quick preset's calibrated c is about 1.1"
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    model, tok = sl.load_model(args.model, device="cpu", dtype="float32")
+    intervention = sl.extract(model, tok, "honesty", "mean_diff", n_pairs=64)
+    print(f"{args.model}, mean_diff (honesty) at c = +/-{args.coeff}; before: {load_text()}")
+    total = {True: 0.0, False: 0.0}
+    for name in EVALS:
+        run(model, tok, intervention, name, args.coeff, True)  # warm-up
+        times: dict[bool, list[float]] = {True: [], False: []}
+        tables, tokens = {}, {}
+        for _ in range(args.rounds):
+            for grouped in (True, False):
+                seconds, tables[grouped], tokens[grouped] = run(
+                    model, tok, intervention, name, args.coeff, grouped
+                )
+                times[grouped].append(seconds)
+        on, off = statistics.median(times[True]), statistics.median(times[False])
+        total[True] += on
+        total[False] += off
+        difference = float(np.max(np.abs(tables[True]["y"].to_numpy() - tables[False]["y"].to_numpy())))
+        print(
+            f"{name}: {tables[True]['row_id'].nunique()} rows; tokens run {tokens[False]} -> {tokens[True]} "
+            f"({tokens[True] / tokens[False]:.2f}); plain {off:.1f} s, grouped {on:.1f} s, "
+            f"speed-up {off / on:.2f}x; max |dy| {difference:.1e}"
+        )
+    print(
+        f"all three: plain {total[False]:.1f} s, grouped {total[True]:.1f} s, {total[False] / total[True]:.2f}x"
+    )
+    print(f"after: {load_text()}")
+
+
+if __name__ == "__main__":
+    main()
