@@ -7,15 +7,16 @@ by how often the plan does it to project the preset's wall time against its 20-m
   data sampling of weight steering (timed apart from training by generating it first);
 - training: one weight-steering extraction (ws-lora, both poles) with the contrast data cached;
 - extraction of the other families (prompt, mean_diff, random);
-- calibration: one iso-KL search on mean_diff (seconds per KL evaluation and evaluations needed);
+- calibration: one iso-KL search for each method with a dose (the first vector of a bank stands for the
+  bank's others), since the evaluations a search needs differ by method;
 - evaluation: each eval of the preset at (-c, +c) per arm plus its c = 0 rows once per run (the bench shares
   them across arms), and the bootstrap summary of one table.
 
     .venv/bin/python benchmarks/bench_profile.py [--preset quick] [--threads 2] [--ladder 0.5,1,2]
 
-With ``--ladder`` it also measures the kl-ladder policy at those targets (one calibrate_ladder search on
-mean_diff; each eval at the ladder's non-zero coefficients, plus the unsteered c = 0 rows scored once per
-eval and shared by every arm) and prints the projected ladder run against the single-level run.
+With ``--ladder`` it also measures the kl-ladder policy at those targets (one calibrate_ladder search per
+method with a dose; each eval at mean_diff's ladder coefficients, plus the unsteered c = 0 rows scored once
+per eval and shared by every arm) and prints the projected ladder run against the single-level run.
 
 The machine is shared: the script prints the load average before and after; compare runs only at
 similar load.
@@ -106,8 +107,8 @@ def main() -> None:
 
     print("extraction / training")
     extracted = {}
-    for method in dict.fromkeys(["prompt-simple", "mean_diff", "random", *weight_methods[:1]]):
-        if method not in config.methods:
+    for method in dict.fromkeys(["prompt-simple", "mean_diff", *config.methods]):
+        if method not in config.methods or (method in weight_methods and method != weight_methods[0]):
             continue
         options = dict(config.method_options.get(method, {}))
         label = f"extract {method}" + (" (training, data cached)" if method in weight_methods else "")
@@ -126,15 +127,22 @@ def main() -> None:
         steps.append(now - last[0])
         last[0] = now
 
+    dosed = dosed_interventions(extracted, weight_methods)
+    for method, dosed_one in dosed.items():
+        steps.clear()
+        last[0] = time.perf_counter()
+        found = timed(
+            f"iso-KL search, {method}",
+            lambda i=dosed_one: calibrate(model, tok, i, cal_config, progress=tick),
+            t,
+        )
+        per_eval = sum(steps) / len(steps)
+        print(
+            f"    {found.n_evals} KL evaluations, {per_eval:.1f} s each; |c| = {found.coeff:.3g}, KL = {found.achieved_kl:.3f}"
+        )
+        if method == "mean_diff":
+            result = found
     intervention = extracted["mean_diff"]
-    last[0] = time.perf_counter()
-    result = timed(
-        "iso-KL search, mean_diff", lambda: calibrate(model, tok, intervention, cal_config, progress=tick), t
-    )
-    per_eval = sum(steps) / len(steps)
-    print(
-        f"    {result.n_evals} KL evaluations, {per_eval:.1f} s each; |c| = {result.coeff:.3g}, KL = {result.achieved_kl:.3f}"
-    )
     if "prompt-simple" in extracted:
         timed(
             "KL measurement, prompt-simple",
@@ -189,8 +197,7 @@ def main() -> None:
     buckets = {
         "generation (weight-steering data, once)": t.get("weight-steering contrast data (sampling)", 0.0),
         "training + extraction": sum(extract_cost[f] * counts[("extract", f)] for f in extract_cost),
-        "calibration": t["iso-KL search, mean_diff"]
-        * sum(n for (k, f), n in counts.items() if k == "calibrate" and f != "prompt")
+        "calibration": search_seconds(t, "iso-KL search", plan, dosed, weight_methods)
         + t.get("KL measurement, prompt-simple", 0.0) * counts[("calibrate", "prompt")],
         # the bench scores an eval's c = 0 rows once per run and shares them with every arm
         "evaluation": eval_per_arm * sum(n for (k, _), n in counts.items() if k == "calibrate")
@@ -206,22 +213,53 @@ def main() -> None:
     print(f"ratio calibration / evaluation per arm: {t['iso-KL search, mean_diff'] / eval_per_arm:.2f}")
     if args.ladder:
         targets = [float(x) for x in args.ladder.split(",") if x.strip()]
-        ladder_total = profile_ladder(model, tok, config, intervention, targets, buckets, counts, t)
+        ladder_total = profile_ladder(
+            model, tok, config, dosed, targets, buckets, counts, t, plan, weight_methods
+        )
         print(f"ratio {len(targets)}-level ladder / single level: {ladder_total / total:.2f} (target < 1.6)")
     print(
         f"load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f} (2 cores; > 2 means contention)"
     )
 
 
+def dosed_interventions(extracted: dict[str, Any], weight_methods: list[str]) -> dict[str, Any]:
+    """The extracted interventions that have a dose, one per method (a bank's first vector for the bank)."""
+    from steerlab.calibrate_ladder import intervention_has_dose
+
+    out = {}
+    for method, extracted_one in extracted.items():
+        one = extracted_one.select(0) if getattr(extracted_one, "size", 1) > 1 else extracted_one
+        if intervention_has_dose(one):
+            out[method] = one
+    return out
+
+
+def search_seconds(
+    t: dict[str, float], label: str, plan: Any, dosed: dict[str, Any], weight_methods: list[str]
+) -> float:
+    """The plan's calibration units with a dose, each costed at its method's measured search (the weight
+    family measured stands for the others)."""
+    total = 0.0
+    for unit in plan:
+        if unit.kind != "calibrate":
+            continue
+        method = weight_methods[0] if unit.method in weight_methods else unit.method
+        if method in dosed:
+            total += t[f"{label}, {method}"]
+    return total
+
+
 def profile_ladder(
     model: Any,
     tok: Any,
     config: Any,
-    intervention: Any,
+    dosed: dict[str, Any],
     targets: list[float],
     buckets: dict[str, float],
     counts: collections.Counter,
     t: dict[str, float],
+    plan: Any,
+    weight_methods: list[str],
 ) -> float:
     """Measure the ladder's calibration and evaluation costs and project the ladder run; returns its total."""
     from steerlab.calibrate import CalibrationConfig
@@ -230,12 +268,16 @@ def profile_ladder(
 
     print(f"kl-ladder {targets}")
     cal_config = CalibrationConfig(**config.calibration)
-    levels = timed(
-        "kl-ladder search, mean_diff",
-        lambda: calibrate_ladder(model, tok, intervention, targets, cal_config),
-        t,
-    )
-    print(f"    fresh KL evaluations per level: {[lv.n_evals for lv in levels]}")
+    for method, dosed_one in dosed.items():
+        found = timed(
+            f"kl-ladder search, {method}",
+            lambda i=dosed_one: calibrate_ladder(model, tok, i, targets, cal_config),
+            t,
+        )
+        print(f"    fresh KL evaluations per level: {[lv.n_evals for lv in found]}")
+        if method == "mean_diff":
+            levels = found
+    intervention = dosed["mean_diff"]
     nonzero = [c for c in ladder_coefficients(levels) if c != 0.0]
     steered, base = 0.0, 0.0
     for name in config.evals:
@@ -251,13 +293,13 @@ def profile_ladder(
         steered += t[label]
         base += t[f"eval {name} base rows (c = 0, once per run)"]  # measured with the single level
     arms = sum(n for (k, _), n in counts.items() if k == "calibrate")
-    dosed = sum(n for (k, f), n in counts.items() if k == "calibrate" and f != "prompt")
+    dosed_arms = sum(n for (k, f), n in counts.items() if k == "calibrate" and f != "prompt")
     ladder = dict(buckets)
-    ladder["calibration"] = t["kl-ladder search, mean_diff"] * dosed + t.get(
+    ladder["calibration"] = search_seconds(t, "kl-ladder search", plan, dosed, weight_methods) + t.get(
         "KL measurement, prompt-simple", 0.0
-    ) * (arms - dosed)
+    ) * (arms - dosed_arms)
     # an arm without a dose (prompting) is scored at c = -1 and +1 only, whatever the levels
-    ladder["evaluation"] = steered * dosed + steered * 2 / len(nonzero) * (arms - dosed) + base
+    ladder["evaluation"] = steered * dosed_arms + steered * 2 / len(nonzero) * (arms - dosed_arms) + base
     total = sum(ladder.values())
     print(f"projected {len(targets)}-level ladder run:")
     for name, seconds in sorted(ladder.items(), key=lambda kv: -kv[1]):
