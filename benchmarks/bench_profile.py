@@ -127,7 +127,7 @@ def main() -> None:
         steps.append(now - last[0])
         last[0] = now
 
-    dosed = dosed_interventions(extracted, weight_methods)
+    dosed = dosed_interventions(extracted)
     for method, dosed_one in dosed.items():
         steps.clear()
         last[0] = time.perf_counter()
@@ -222,7 +222,7 @@ def main() -> None:
     )
 
 
-def dosed_interventions(extracted: dict[str, Any], weight_methods: list[str]) -> dict[str, Any]:
+def dosed_interventions(extracted: dict[str, Any]) -> dict[str, Any]:
     """The extracted interventions that have a dose, one per method (a bank's first vector for the bank)."""
     from steerlab.calibrate_ladder import intervention_has_dose
 

@@ -8,7 +8,8 @@ memory-bound on CPU, so the batched evaluation should cost well under two sequen
 The intervention is mean_diff on the built-in honesty behaviour (few pairs). Rounds are interleaved
 (batched, sequential, batched, ...) after one warm-up of each, since the machine is shared; the load
 average is printed with the numbers, and so is the largest |difference| between the two paths' KL values
-(they agree to float round-off).
+(they agree to float round-off). Last, one batched evaluation is split into its greedy rollout and its
+steered and base teacher-forced passes.
 
     .venv/bin/python benchmarks/calibration_arms.py [--rounds 3] [--n-prompts 8] [--coeff 1.0] [--threads 2]
 """
@@ -16,10 +17,13 @@ average is printed with the numbers, and so is the largest |difference| between 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
+from typing import Any
 
 import torch
 
@@ -82,6 +86,45 @@ def main() -> None:
     )
     difference = max(abs(float(values[True][f]) - float(values[False][f])) for f in fields)
     print(f"max |difference| of the KL values: {difference:.2e}")
+    with timed_parts() as parts:
+        seconds, _point = run(True)
+    print(
+        f"one batched evaluation, {seconds:.2f} s: "
+        + ", ".join(f"{name} {value:.2f} s ({100 * value / seconds:.0f}%)" for name, value in parts.items())
+    )
+
+
+@contextlib.contextmanager
+def timed_parts() -> Iterator[dict[str, float]]:
+    """Seconds spent in a KL evaluation's greedy rollout and in its steered and base teacher-forced passes."""
+    import steerlab.generation as generation
+    import steerlab.token_kl as token_kl
+
+    parts = {"rollout": 0.0, "steered teacher-forced pass": 0.0, "base teacher-forced pass": 0.0}
+    generate, logprobs = generation.generate_ids, token_kl.continuation_logprobs
+
+    def timed_generate(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            parts["rollout"] += time.perf_counter() - start
+
+    def timed_logprobs(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return logprobs(*args, **kwargs)
+        finally:
+            base = args[5] is contextlib.nullcontext  # the base pass runs under no steer
+            parts["base teacher-forced pass" if base else "steered teacher-forced pass"] += (
+                time.perf_counter() - start
+            )
+
+    generation.generate_ids, token_kl.continuation_logprobs = timed_generate, timed_logprobs  # type: ignore[assignment]
+    try:
+        yield parts
+    finally:
+        generation.generate_ids, token_kl.continuation_logprobs = generate, logprobs  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Rows that share a stretch beyond the chat head (ai-risk-ab's question in both letter orders, tiny-mfv's
 vignette in its two frames) can run that stretch once per group. This times `evaluate` for the quick
-preset's choice-scored evals at (-c, +c) under a mean_diff vector, with grouping on and switched off, in
+preset's choice-scored evals (with the preset's eval options) at (-c, +c) under its mean_diff vector, with grouping on and switched off, in
 interleaved rounds after a warm-up, and prints the tokens each way (padded, as run), the speed-up and the
 largest score difference (float round-off only). Measure alone: the load average is printed.
 
@@ -22,17 +22,11 @@ import torch
 
 import steerlab as sl
 import steerlab.scoring as scoring
+from steerlab.bench import load_preset
 from steerlab.evals import evaluate
 
-EVALS: dict[str, dict[str, Any]] = {
-    "sycophancy-claims": {"split": "heldout"},
-    "ai-risk-ab": {"n_per_file": 15},
-    "tiny-mfv": {
-        "sets": ["classic"],
-        "conditions": ["other_violate"],
-        "foundations": ["Fairness", "Sanctity"],
-    },
-}
+CHOICE_EVALS = ("sycophancy-claims", "ai-risk-ab", "tiny-mfv")
+"""The quick preset's evals that score choices (off-task scores continuations)."""
 
 
 def load_text() -> str:
@@ -53,7 +47,7 @@ class TokenCount:
 
 
 def run(
-    model: Any, tok: Any, intervention: Any, name: str, coeff: float, grouped: bool
+    model: Any, tok: Any, intervention: Any, config: Any, name: str, coeff: float, grouped: bool
 ) -> tuple[float, Any, int]:
     original_groups, counter = scoring.shared_groups, TokenCount()
     scoring.forward_logits = counter  # type: ignore[assignment]
@@ -61,7 +55,8 @@ def run(
         scoring.shared_groups = lambda suffixes, min_shared=0: None  # type: ignore[assignment]
     try:
         start = time.perf_counter()
-        table = evaluate(model, tok, intervention, name, [-coeff, coeff], behavior="honesty", **EVALS[name])
+        options = dict(config.eval_options.get(name, {}))
+        table = evaluate(model, tok, intervention, name, [-coeff, coeff], behavior=config.behavior, **options)
         return time.perf_counter() - start, table, counter.tokens
     finally:
         scoring.shared_groups, scoring.forward_logits = original_groups, counter.original  # type: ignore[assignment]
@@ -78,18 +73,20 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    config = load_preset("quick")
     model, tok = sl.load_model(args.model, device="cpu", dtype="float32")
-    intervention = sl.extract(model, tok, "honesty", "mean_diff", n_pairs=64)
-    print(f"{args.model}, mean_diff (honesty) at c = +/-{args.coeff}; before: {load_text()}")
+    options = dict(config.method_options.get("mean_diff", {}))
+    intervention = sl.extract(model, tok, config.behavior, "mean_diff", **options)
+    print(f"{args.model}, mean_diff ({config.behavior}) at c = +/-{args.coeff}; before: {load_text()}")
     total = {True: 0.0, False: 0.0}
-    for name in EVALS:
-        run(model, tok, intervention, name, args.coeff, True)  # warm-up
+    for name in CHOICE_EVALS:
+        run(model, tok, intervention, config, name, args.coeff, True)  # warm-up
         times: dict[bool, list[float]] = {True: [], False: []}
         tables, tokens = {}, {}
         for _ in range(args.rounds):
             for grouped in (True, False):
                 seconds, tables[grouped], tokens[grouped] = run(
-                    model, tok, intervention, name, args.coeff, grouped
+                    model, tok, intervention, config, name, args.coeff, grouped
                 )
                 times[grouped].append(seconds)
         on, off = statistics.median(times[True]), statistics.median(times[False])
