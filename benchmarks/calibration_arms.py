@@ -1,15 +1,16 @@
 """One iso-KL evaluation with both arms in one batch vs two sequential arms, on smollm2-135m, in one run.
 
-``measure_kl`` at |c| with ``arms="both"`` rolls out and teacher-forces +c and -c. An intervention that
-steers rows apart (activation hooks: ``apply_rows``) runs both arms as one batch of 2 x n_prompts rows
-(``steerlab.calibrate_arms``); ``batch_arms=False`` forces the two sequential arms of before. Decoding is
-memory-bound on CPU, so the batched evaluation should cost well under two sequential arms.
+``measure_kl`` at |c| with ``arms="both"`` rolls out +c and -c and runs the base side over each rollout.
+An intervention that steers rows apart (activation hooks: ``apply_rows``) runs both arms as one batch of
+2 x n_prompts rows (``steerlab.calibrate_arms``); ``batch_arms=False`` forces the two sequential arms of
+before. Small matrix products run far below peak on CPU, so the batched evaluation should cost well under
+two sequential arms.
 
 The intervention is mean_diff on the built-in honesty behaviour (few pairs). Rounds are interleaved
 (batched, sequential, batched, ...) after one warm-up of each, since the machine is shared; the load
 average is printed with the numbers, and so is the largest |difference| between the two paths' KL values
-(they agree to float round-off). Last, one batched evaluation is split into its greedy rollout and its
-steered and base teacher-forced passes.
+(they agree to float round-off). Last, one batched evaluation is split into its greedy rollout (which gives
+the steered log-probs) and its base pass.
 
     .venv/bin/python benchmarks/calibration_arms.py [--rounds 3] [--n-prompts 8] [--coeff 1.0] [--threads 2]
 """
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 import steerlab as sl
+from steerlab.base_kv import PromptKV
 from steerlab.calibrate import CalibrationConfig, KLPoint, measure_kl
 
 
@@ -52,10 +54,11 @@ def main() -> None:
     intervention = sl.extract(model, tok, args.behavior, "mean_diff", n_pairs=args.n_pairs)
     print(f"{args.model}: {intervention!r}")
     config = CalibrationConfig(n_prompts=args.n_prompts)
+    base_kv = PromptKV(model, tok, 2 * config.max_batch)  # as in a search: the base prompts run once
 
     def run(batched: bool) -> tuple[float, KLPoint]:
         start = time.perf_counter()
-        point = measure_kl(model, tok, intervention, args.coeff, config, batch_arms=batched)
+        point = measure_kl(model, tok, intervention, args.coeff, config, batch_arms=batched, base_kv=base_kv)
         return time.perf_counter() - start, point
 
     run(True), run(False)  # warm-up: first-call costs (allocations, caches) out of the timings
@@ -96,17 +99,18 @@ def main() -> None:
 
 @contextlib.contextmanager
 def timed_parts() -> Iterator[dict[str, float]]:
-    """Seconds spent in a KL evaluation's greedy rollout and in its steered and base teacher-forced passes."""
+    """Seconds spent in a KL evaluation's greedy rollout (which gives the steered log-probs too) and in its
+    base pass on the prompts' stored cache."""
+    import steerlab.base_kv as base_kv
     import steerlab.generation as generation
-    import steerlab.token_kl as token_kl
 
-    parts = {"rollout": 0.0, "steered teacher-forced pass": 0.0, "base teacher-forced pass": 0.0}
-    generate, logprobs = generation.generate_ids, token_kl.continuation_logprobs
+    parts = {"rollout": 0.0, "base pass": 0.0}
+    rollout, logprobs = generation.greedy_rollout, base_kv.PromptKV.logprobs
 
-    def timed_generate(*args: Any, **kwargs: Any) -> Any:
+    def timed_rollout(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            return generate(*args, **kwargs)
+            return rollout(*args, **kwargs)
         finally:
             parts["rollout"] += time.perf_counter() - start
 
@@ -115,16 +119,15 @@ def timed_parts() -> Iterator[dict[str, float]]:
         try:
             return logprobs(*args, **kwargs)
         finally:
-            base = args[5] is contextlib.nullcontext  # the base pass runs under no steer
-            parts["base teacher-forced pass" if base else "steered teacher-forced pass"] += (
-                time.perf_counter() - start
-            )
+            parts["base pass"] += time.perf_counter() - start
 
-    generation.generate_ids, token_kl.continuation_logprobs = timed_generate, timed_logprobs  # type: ignore[assignment]
+    generation.greedy_rollout = timed_rollout  # type: ignore[assignment]
+    base_kv.PromptKV.logprobs = timed_logprobs  # type: ignore[method-assign]
     try:
         yield parts
     finally:
-        generation.generate_ids, token_kl.continuation_logprobs = generate, logprobs  # type: ignore[assignment]
+        generation.greedy_rollout = rollout  # type: ignore[assignment]
+        base_kv.PromptKV.logprobs = logprobs  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import steerlab as sl
-import steerlab.scoring as scoring
-from steerlab import prefix_kv
+import steerlab.generation as generation
+from steerlab.base_kv import PromptKV
 from steerlab.calibrate import CalibrationConfig, calibration_prompts, measure_kl
 from steerlab.interventions.activation_variants import CosineGatedAddition, DirectionalAblation
 
@@ -25,20 +25,20 @@ def _vector(seed: int, scale: float = 1.0) -> torch.Tensor:
 
 
 def _spy(monkeypatch) -> dict[str, list[int]]:
-    """Count generations (rows of each call) and the rows of every shared-head run."""
-    seen: dict[str, list[int]] = {"generate": [], "heads": []}
-    generate, run_heads = scoring.generate_ids, prefix_kv.PrefixCache._run_heads
+    """Count rollouts (rows of each call) and the rows of every base-prompt cache run."""
+    seen: dict[str, list[int]] = {"generate": [], "base prompts": []}
+    rollout, run_prompts = generation.greedy_rollout, PromptKV._run_prompts
 
-    def counted_generate(model, tok, prompts, **kwargs):
+    def counted_rollout(model, tok, prompts, **kwargs):
         seen["generate"].append(len(prompts))
-        return generate(model, tok, prompts, **kwargs)
+        return rollout(model, tok, prompts, **kwargs)
 
-    def counted_heads(self, head, groups):
-        seen["heads"].append(1 if groups is None else len(groups.rows))
-        return run_heads(self, head, groups)
+    def counted_prompts(self, prompts):
+        seen["base prompts"].append(len(prompts))
+        return run_prompts(self, prompts)
 
-    monkeypatch.setattr(scoring, "generate_ids", counted_generate)
-    monkeypatch.setattr(prefix_kv.PrefixCache, "_run_heads", counted_heads)
+    monkeypatch.setattr(generation, "greedy_rollout", counted_rollout)
+    monkeypatch.setattr(PromptKV, "_run_prompts", counted_prompts)
     return seen
 
 
@@ -58,11 +58,10 @@ def test_batched_arms_equal_sequential_arms(model, tok, name, monkeypatch):
     users = [OPENING + user for user in calibration_prompts(4)]
     seen = _spy(monkeypatch)
     sequential = measure_kl(model, tok, intervention, coeff, CONFIG, users, batch_arms=False)
-    assert seen["generate"] == [4, 4] and seen["heads"] and 2 not in seen["heads"]
+    assert seen["generate"] == [4, 4] and seen["base prompts"] == [4, 4]  # no store given: one per arm
     seen["generate"].clear()
     batched = measure_kl(model, tok, intervention, coeff, CONFIG, users)
     assert seen["generate"] == [8]  # one rollout for both arms
-    assert 2 in seen["heads"]  # the shared chat head ran once per sign, not once for both
     assert sequential.kl_neg is not None and batched.kl_neg is not None
     assert abs(sequential.kl_pos - sequential.kl_neg) > 1e-3  # the arms differ: a mix-up would show
     for field in ("kl", "kl_pos", "kl_neg", "mean_kl"):

@@ -205,8 +205,12 @@ def test_a_kind_needing_the_whole_cluster_still_gets_placed(cluster, tiny, local
     log = (out / "bench.log").read_text()
     assert "'num_cpus': 2.0" in log  # a worker of the calibrate profile ran
     local = _results(local_out)
-    pd.testing.assert_frame_equal(  # the calibrate actor ran 2 threads: equal up to float summation order
-        _results(out), local[local["method"] == "mean_diff"].reset_index(drop=True), rtol=1e-4, atol=1e-6
+    # The calibrate actor ran 2 threads, the local run 1: equal up to float summation order. At the tiny
+    # config's target (0.01 nats, p95 of 8 token KLs) that order moves a KL by ~1e-4 of itself, the rollout's
+    # log-probs and the base pass being different computations (steerlab.calibrate_arms), so c moves by ~2e-4
+    # and the scores and CI bounds at c by a few 1e-5.
+    pd.testing.assert_frame_equal(
+        _results(out), local[local["method"] == "mean_diff"].reset_index(drop=True), rtol=1e-3, atol=1e-4
     )
 
 

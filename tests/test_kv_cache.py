@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steerlab.generation import generate_cache_kwarg
 from steerlab.kv_cache import MIN_CAPACITY, GrowingLayer, growing_cache
 from steerlab.scoring import encode, pad_left
 from steerlab.testing import TINY_ARCHITECTURES, tiny_model, torch_threads
@@ -81,5 +82,7 @@ def test_generation_is_token_identical(tok, architecture):
     assert all(isinstance(layer, GrowingLayer) for layer in full_attention)
     with torch.inference_mode():
         expected = model.generate(input_ids=input_ids, attention_mask=mask, **settings)
-        got = model.generate(input_ids=input_ids, attention_mask=mask, past_key_values=cache, **settings)
+        got = model.generate(
+            input_ids=input_ids, attention_mask=mask, **{generate_cache_kwarg(): cache}, **settings
+        )
     assert torch.equal(got, expected)

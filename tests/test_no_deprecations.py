@@ -1,4 +1,4 @@
-"""A steered generation and a PEFT export (with its PeftModel.from_pretrained check) raise no FutureWarning or
+"""A steered generation (and a rollout that keeps its log-probs) and a PEFT export (with its PeftModel.from_pretrained check) raise no FutureWarning or
 DeprecationWarning from transformers, torch or PEFT: such a warning today is a breakage on their next major
 release, so it fails here."""
 
@@ -9,6 +9,7 @@ import warnings
 import torch
 
 from steerlab.exporters.peft import export_peft
+from steerlab.generation import greedy_rollout
 from steerlab.interventions import ActivationAddition, LowRankDelta, WeightDelta
 from steerlab.scoring import generate_ids
 
@@ -38,7 +39,9 @@ def test_steered_generation_and_peft_export_emit_no_deprecation(model, tok, tmp_
     try:
         with steer.apply(model, 2.0):
             ids = generate_ids(model, tok, ["Tell me about the sea."], max_new_tokens=6)
+            rollout, logprobs = greedy_rollout(model, tok, ["Tell me about the sea."], max_new_tokens=4)
         report = export_peft(delta, model, tmp_path / "adapter", coeff=1.0)
     finally:
         guard.__exit__(None, None, None)
+    assert len(rollout[0]) == 4 and logprobs[0].shape[0] == 4
     assert len(ids[0]) > 0 and report.max_abs_logit_diff is not None and report.max_abs_logit_diff < 1e-3

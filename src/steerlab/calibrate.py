@@ -5,8 +5,9 @@ doses, not methods. iso-KL puts every method at the same *cost to the model*: th
 95th percentile, over (prompt, position), of the per-token KL(steered || base) on neutral off-task
 prompts reaches a target (1 nat by default).
 
-One KL evaluation at a coefficient ``c``: a greedy rollout of T = 20 tokens under steering, then the
-rollout is teacher-forced through the steered and the base model (``scoring.token_kl``). With
+One KL evaluation at a coefficient ``c``: a greedy rollout of T = 20 tokens under steering, whose own
+next-token log-probs are the steered side, then the rollout is teacher-forced through the base model on
+the prompts' KV cache, which the whole search shares (``steerlab.calibrate_arms``). With
 ``arms="both"`` (default) the rollout and KL are done at ``+c`` and ``-c`` and the larger p95 counts,
 so neither arm of a bidirectional eval costs more than the target.
 
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from steerlab.base_kv import PromptKV
 from steerlab.calibrate_search import find_coefficient
 from steerlab.paths import package_data
 from steerlab.prefix_reuse import ReuseStore, reuse_scope
@@ -201,11 +203,13 @@ def measure_kl(
     prompts: Sequence[str] | None = None,
     *,
     batch_arms: bool = True,
+    base_kv: PromptKV | None = None,
 ) -> KLPoint:
     """The KL objective at |c| = ``coeff``: p95 over (prompt, position), the worse arm when ``arms='both'``.
 
     With `batch_arms`, an intervention that steers rows apart runs both arms as one batch
-    (:mod:`steerlab.calibrate_arms`; same KLs to float round-off); ``False`` forces two sequential arms."""
+    (:mod:`steerlab.calibrate_arms`; same KLs to float round-off); ``False`` forces two sequential arms.
+    `base_kv` (the unsteered model's cache of these prompts) lets several evaluations share the base side."""
     from steerlab.calibrate_arms import arm_kls, paired_arm_kls
     from steerlab.row_coefficients import steers_rows
 
@@ -214,14 +218,14 @@ def measure_kl(
     c = abs(float(coeff))
     paired = config.arms == "both" and batch_arms and steers_rows(intervention)
     if paired:
-        pos, neg = paired_arm_kls(model, tok, intervention, c, users, config)
+        pos, neg = paired_arm_kls(model, tok, intervention, c, users, config, base_kv)
     else:
-        pos = arm_kls(model, tok, intervention, c, users, config)
+        pos = arm_kls(model, tok, intervention, c, users, config, base_kv)
     kl_pos = float(np.quantile(pos, config.quantile))
     if config.arms == "positive":
         return KLPoint(coeff=c, kl=kl_pos, kl_pos=kl_pos, mean_kl=float(pos.mean()))
     if not paired:
-        neg = arm_kls(model, tok, intervention, -c, users, config)
+        neg = arm_kls(model, tok, intervention, -c, users, config, base_kv)
     kl_neg = float(np.quantile(neg, config.quantile))
     mean = float(np.concatenate([pos, neg]).mean())
     return KLPoint(coeff=c, kl=max(kl_pos, kl_neg), kl_pos=kl_pos, kl_neg=kl_neg, mean_kl=mean)
@@ -246,10 +250,11 @@ def kl_measurer(
         raise CalibrationError("calibration needs at least one off-task prompt")
     intervention.check_compatible(model)
     store = ReuseStore()  # the prompts' passes below the intervention's first block, shared by every c
+    base_kv = PromptKV(model, tok, 2 * config.max_batch)  # the base side's prompts, shared by every c
 
     def kl_at(c: float) -> KLPoint:
         with reuse_scope(store):
-            point = measure_kl(model, tok, intervention, c, config, users)
+            point = measure_kl(model, tok, intervention, c, config, users, base_kv=base_kv)
         if progress is not None:
             progress(point)
         return point
@@ -325,8 +330,9 @@ def measure_fixed(
     magnitudes = sorted({abs(float(c)) for c in coefficients if c != 0})
     if not has_dose(intervention):
         magnitudes = [1.0] if magnitudes else []
+    base_kv = PromptKV(model, tok, 2 * config.max_batch)
     with reuse_scope():
-        trace = [measure_kl(model, tok, intervention, c, config, users) for c in magnitudes]
+        trace = [measure_kl(model, tok, intervention, c, config, users, base_kv=base_kv) for c in magnitudes]
     top = trace[-1] if trace else KLPoint(coeff=0.0, kl=0.0, kl_pos=0.0)
     result = Calibration(
         policy="fixed",

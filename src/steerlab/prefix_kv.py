@@ -37,6 +37,7 @@ __all__ = [
     "PrefixCache",
     "SharedGroups",
     "common_prefix_length",
+    "plain_dynamic_cache",
     "prefix_clusters",
     "shared_groups",
     "with_head",
@@ -177,7 +178,7 @@ def shared_groups(suffixes: Sequence[Sequence[int]], min_shared: int = MIN_PREFI
     return SharedGroups(tuple(mids), tuple(assignment), tuple(rests))
 
 
-def _plain_dynamic_cache(model: nn.Module) -> Any | None:
+def plain_dynamic_cache(model: nn.Module) -> Any | None:
     """An empty DynamicCache whose layers are all plain full-attention layers, else None."""
     try:
         from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -246,7 +247,7 @@ class PrefixCache:
         else:  # a head too short to run alone goes with each mid, onto an empty cache
             mids = tuple((*head, *mid) for mid in mids)
             head = ()
-            cache = _plain_dynamic_cache(self.model) if self.argument is not None else None
+            cache = plain_dynamic_cache(self.model) if self.argument is not None else None
         if cache is None:
             return None
         input_ids, mask = pad_left(mids, pad, self.device)
@@ -265,7 +266,7 @@ class PrefixCache:
 
     def _run_heads(self, head: tuple[int, ...], groups: HeadGroups | None) -> Any | None:
         """The head's cache at batch 1, or at one row per coefficient group (declared as those rows)."""
-        cache = _plain_dynamic_cache(self.model)
+        cache = plain_dynamic_cache(self.model)
         if cache is None or self.argument is None:
             return None
         from steerlab.scoring import forward_logits

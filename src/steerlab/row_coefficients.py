@@ -1,7 +1,7 @@
 """Per-row steering coefficients: one batch whose rows are steered at different coefficients.
 
-Both arms of an iso-KL evaluation (+c and -c) can run as ONE batch of generation and teacher-forced passes
-instead of two (decoding on CPU is memory-bound: a step at batch 16 costs about what one at batch 8 does).
+Both arms of an iso-KL evaluation (+c and -c) can run as ONE batch of generation instead of two (on CPU a
+decoding step at batch 16 costs less than two at batch 8: small matrix products run far below peak).
 Two context variables meet here, like :mod:`steerlab.positions`:
 
 - the code that forms a batch (generation, token KL, choice scoring) declares which of ITS input rows the
