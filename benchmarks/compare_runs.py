@@ -1,11 +1,14 @@
 """Compare two bench output directories value by value: every eval unit done in both (matched by unit name,
 whatever its input hash), its per-row scores and its summary metrics; then results.parquet when both have it.
 
-    python benchmarks/compare_runs.py OUT_BEFORE OUT_AFTER [--atol 0]
+    python benchmarks/compare_runs.py OUT_BEFORE OUT_AFTER [--atol 0] [--coeff-rtol 0]
 
 Prints one line per unit (max |difference| of y / logratio / pmass over identical rows, and of every summary
 metric) and a verdict. Exit status 1 when any value differs by more than --atol. Runs on partial (still
-running or killed) bench directories too: only units finished in both are compared.
+running or killed) bench directories too: only units finished in both are compared. Rows and metrics are
+matched by coefficient; with ``--coeff-rtol R`` a coefficient of the second run within R (relative) of one of
+the first counts as that one, for runs whose calibrations agree to float round-off but not bit for bit
+(each |c| difference is still printed and counted against --atol unless it is within R).
 """
 
 from __future__ import annotations
@@ -44,13 +47,35 @@ def _metrics(folder: Path) -> pd.DataFrame:
     return frame.set_index(["metric", "coeff"])[["value", "ci_low", "ci_high"]]
 
 
-def compare(before: Path, after: Path, atol: float) -> int:
+def _aligned(values: pd.Series, reference: pd.Series, rtol: float) -> pd.Series:
+    """`values` with each one within `rtol` (relative) of a `reference` value replaced by that value."""
+    if rtol <= 0:
+        return values
+    known = np.unique(reference.to_numpy(dtype=float))
+
+    def nearest(value: float) -> float:
+        if not len(known):
+            return value
+        candidate = float(known[np.argmin(np.abs(known - value))])
+        return candidate if abs(candidate - value) <= rtol * abs(candidate) else value
+
+    return values.map(nearest)
+
+
+def _align_metrics(frame: pd.DataFrame, reference: pd.DataFrame, rtol: float) -> pd.DataFrame:
+    flat = frame.reset_index()
+    flat["coeff"] = _aligned(flat["coeff"], reference.reset_index()["coeff"], rtol)
+    return flat.set_index(["metric", "coeff"])
+
+
+def compare(before: Path, after: Path, atol: float, coeff_rtol: float = 0.0) -> int:
     a, b = _units(before), _units(after)
     common = sorted(set(a) & set(b))
     worst = 0.0
     print(f"{len(common)} eval units finished in both ({len(a)} in {before}, {len(b)} in {after})")
     for name in common:
         rows_a, rows_b = pd.read_parquet(a[name] / "rows.parquet"), pd.read_parquet(b[name] / "rows.parquet")
+        rows_b["coeff"] = _aligned(rows_b["coeff"], rows_a["coeff"], coeff_rtol)
         key = ["row_id", "coeff"]
         merged = rows_a.merge(rows_b, on=key, suffixes=("_a", "_b"), how="outer", indicator=True)
         unmatched = int((merged["_merge"] != "both").sum())
@@ -59,7 +84,8 @@ def compare(before: Path, after: Path, atol: float) -> int:
             if f"{column}_a" in merged and f"{column}_b" in merged:
                 d = (merged[f"{column}_a"] - merged[f"{column}_b"]).abs()
                 diffs[column] = float(np.nanmax(d.to_numpy())) if len(d) else 0.0
-        ma, mb = _metrics(a[name]), _metrics(b[name])
+        ma = _metrics(a[name])
+        mb = _align_metrics(_metrics(b[name]), ma, coeff_rtol)
         shared = ma.index.intersection(mb.index)
         metric_diff = (
             float(np.nanmax((ma.loc[shared] - mb.loc[shared]).abs().to_numpy())) if len(shared) else 0.0
@@ -79,12 +105,14 @@ def compare(before: Path, after: Path, atol: float) -> int:
     cal_a, cal_b = _calibrations(before), _calibrations(after)
     for name in sorted(set(cal_a) & set(cal_b)):
         d = abs(cal_a[name] - cal_b[name])
-        worst = max(worst, d)
+        if d > coeff_rtol * abs(cal_a[name]):
+            worst = max(worst, d)
         print(
             f"{'SAME' if d <= atol else 'DIFFERS':8s} calibrate {name}: |c| {cal_a[name]:.6g} vs {cal_b[name]:.6g}"
         )
     if (before / "results.parquet").is_file() and (after / "results.parquet").is_file():
         ra, rb = pd.read_parquet(before / "results.parquet"), pd.read_parquet(after / "results.parquet")
+        rb["coeff"] = _aligned(rb["coeff"], ra["coeff"], coeff_rtol)
         key = ["method", "seed", "variant", "eval", "coeff", "metric"]
         m = ra.merge(rb, on=key, suffixes=("_a", "_b"))
         d = float(np.nanmax((m["value_a"] - m["value_b"]).abs())) if len(m) else 0.0
@@ -98,8 +126,11 @@ def main() -> int:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--atol", type=float, default=0.0)
+    parser.add_argument(
+        "--coeff-rtol", type=float, default=0.0, help="match coefficients within this relative difference"
+    )
     args = parser.parse_args()
-    return compare(args.before, args.after, args.atol)
+    return compare(args.before, args.after, args.atol, args.coeff_rtol)
 
 
 if __name__ == "__main__":
