@@ -62,7 +62,7 @@ def greedy_rollout(
     the log-softmax [max_new_tokens, vocab] (float32, on the model's device) of the next-token logits that
     chose each token: what a teacher-forced pass over prompt + rollout gives, to float round-off, without
     running it (iso-KL calibration's steered side, :mod:`steerlab.calibrate_arms`)."""
-    ids, logprobs = _generate(
+    return _generate(
         model,
         tokenizer,
         prompts,
@@ -73,8 +73,6 @@ def greedy_rollout(
         False,
         keep_logprobs=True,
     )
-    assert logprobs is not None
-    return ids, logprobs
 
 
 def _generate(
@@ -88,7 +86,8 @@ def _generate(
     stop_at_eos: bool,
     *,
     keep_logprobs: bool,
-) -> tuple[list[list[int]], list[torch.Tensor] | None]:
+) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """(new ids per prompt, and with `keep_logprobs` each one's step log-softmax [len(ids), vocab], else [])."""
     encoded = encode(tokenizer, prompts)
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -106,7 +105,10 @@ def _generate(
     longest = max((len(e) for e in encoded), default=1) + max_new_tokens
     config = text_config(model)
     kv_bytes = 2 * 2 * int(getattr(config, "num_hidden_layers", 1)) * int(getattr(config, "hidden_size", 1))
-    max_batch = max(max_batch, fit_batch_size(max_batch, device, kv_bytes * longest * 4))  # CUDA: fill memory
+    row_bytes = kv_bytes * longest * 4
+    if keep_logprobs:  # each step's logits, stacked, then their log-softmax: float32 [T, vocab] twice per row
+        row_bytes += 2 * 4 * max_new_tokens * int(getattr(config, "vocab_size", 0) or 0)
+    max_batch = max(max_batch, fit_batch_size(max_batch, device, row_bytes))  # CUDA: fill memory
 
     def run(rows: Sequence[int]) -> list[tuple[list[int], torch.Tensor | None]]:
         input_ids, mask = pad_left([encoded[i] for i in rows], pad, device)
@@ -133,7 +135,7 @@ def _generate(
                 results[index] = ids
                 if steps is not None:
                     logprobs[index] = steps[: len(ids)]
-    return results, logprobs if keep_logprobs else None
+    return results, logprobs if keep_logprobs else []
 
 
 def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], **kwargs: Any) -> list[str]:
