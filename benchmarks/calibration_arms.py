@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -29,13 +28,9 @@ from typing import Any
 import torch
 
 import steerlab as sl
+from machine import load_text
 from steerlab.base_kv import PromptKV
 from steerlab.calibrate import CalibrationConfig, KLPoint, measure_kl
-
-
-def load_text() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ the two ways' KL values (float round-off).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -25,16 +24,12 @@ import numpy as np
 import torch
 
 import steerlab as sl
+from machine import load_text
 from steerlab.calibrate import CalibrationConfig, calibration_prompts, kl_measurer
 from steerlab.chat import format_chat
 from steerlab.generation import generate_ids
 from steerlab.prefix_reuse import ReuseStore, reuse_scope, steered_rows
 from steerlab.token_kl import token_kl
-
-
-def load_text() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ times. The ideal saving is k/L of the block compute for every coefficient after 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from typing import Any
@@ -24,14 +23,10 @@ import pandas as pd
 import torch
 
 import steerlab as sl
+from machine import load_text
 from steerlab import ActivationAddition
 from steerlab.evals import evaluate
 from steerlab.models import num_layers
-
-
-def load_text() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
 def timed(

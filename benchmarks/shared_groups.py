@@ -12,7 +12,6 @@ largest score difference (float round-off only). Measure alone: the load average
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from typing import Any
@@ -22,16 +21,12 @@ import torch
 
 import steerlab as sl
 import steerlab.scoring as scoring
+from machine import load_text
 from steerlab.bench import load_preset
 from steerlab.evals import evaluate
 
 CHOICE_EVALS = ("sycophancy-claims", "ai-risk-ab", "tiny-mfv")
 """The quick preset's evals that score choices (off-task scores continuations)."""
-
-
-def load_text() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
 class TokenCount:
