@@ -102,26 +102,22 @@ def timed_parts() -> Iterator[dict[str, float]]:
     parts = {"rollout": 0.0, "base pass": 0.0}
     rollout, logprobs = generation.greedy_rollout, base_kv.PromptKV.logprobs
 
-    def timed_rollout(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return rollout(*args, **kwargs)
-        finally:
-            parts["rollout"] += time.perf_counter() - start
+    def timed(function: Any, part: str) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                parts[part] += time.perf_counter() - start
 
-    def timed_logprobs(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return logprobs(*args, **kwargs)
-        finally:
-            parts["base pass"] += time.perf_counter() - start
+        return wrapper
 
-    generation.greedy_rollout = timed_rollout  # type: ignore[assignment]
-    base_kv.PromptKV.logprobs = timed_logprobs  # type: ignore[method-assign]
+    generation.greedy_rollout = timed(rollout, "rollout")
+    base_kv.PromptKV.logprobs = timed(logprobs, "base pass")  # type: ignore[method-assign]
     try:
         yield parts
     finally:
-        generation.greedy_rollout = rollout  # type: ignore[assignment]
+        generation.greedy_rollout = rollout
         base_kv.PromptKV.logprobs = logprobs  # type: ignore[method-assign]
 
 
